@@ -179,9 +179,10 @@ struct raft_storage {
     int (*initial_state)(void *data, struct raft_hard_state *hs, struct raft_conf_state *conf);
 
     /*
-     * Entries [lo, hi), stopping early once max_bytes of data are reached but always at
-     * least one. *entries_out points at *count_out contiguous entries. Errors:
-     * LATCH_ECOMPACTED (lo <= the snapshot index), LATCH_EUNAVAILABLE (hi > last + 1).
+     * Entries [lo, hi): as many as fit in max_bytes of data, but always at least one (the
+     * first may exceed it alone); stopping early is allowed only for that limit.
+     * *entries_out points at *count_out contiguous entries. Errors: LATCH_ECOMPACTED
+     * (lo <= the compaction point), LATCH_EUNAVAILABLE (hi > last + 1).
      */
     int (*entries)(void *data,
                    raft_index lo,
@@ -191,13 +192,14 @@ struct raft_storage {
                    size_t *count_out);
 
     /*
-     * Term of entry i, for i in [first - 1, last] (first - 1 is the snapshot's index and
-     * answers with the snapshot's term). Errors: LATCH_ECOMPACTED, LATCH_EUNAVAILABLE.
+     * Term of entry i, for i in [first - 1, last] (first - 1 is the compaction point and
+     * answers with the term of the entry there). Errors: LATCH_ECOMPACTED, LATCH_EUNAVAILABLE.
      */
     int (*term)(void *data, raft_index i, raft_term *term_out);
 
-    raft_index (*first_index)(void *data); /* snapshot index + 1 */
-    raft_index (*last_index)(void *data);  /* snapshot index when the log is empty */
+    /* Compaction point + 1: the first entry still stored (a snapshot may cover more). */
+    raft_index (*first_index)(void *data);
+    raft_index (*last_index)(void *data); /* first_index - 1 when the log is empty */
 
     /*
      * The most recent snapshot (metadata and bytes, borrowed until the storage is next

@@ -213,9 +213,11 @@ void raft__log_commit_to(struct raft_log *l, raft_index commit)
 }
 
 /*
- * Entries [lo, hi) up to max_bytes (at least one), copied headers in an arena array; data
- * pointers are borrowed from storage or the arena until raft_advance(). Errors:
- * LATCH_ECOMPACTED, LATCH_EUNAVAILABLE, storage errors, LATCH_ENOMEM.
+ * Entries [lo, hi) up to max_bytes (at least one; never more than max_bytes otherwise),
+ * copied headers in an arena array sized to what is returned; data pointers are borrowed
+ * from storage or the arena until raft_advance(). Storage stops only at its byte limit
+ * (struct raft_storage), so a short answer from it ends the run. Errors:
+ * LATCH_ECOMPACTED, LATCH_EUNAVAILABLE, storage errors.
  */
 int raft__log_entries(const struct raft_log *l,
                       raft_index lo,
@@ -224,10 +226,12 @@ int raft__log_entries(const struct raft_log *l,
                       struct raft_entry **out,
                       size_t *count_out)
 {
+    const struct raft_entry *se = NULL;
     struct raft_entry *arr;
     uint64_t bytes = 0;
-    size_t n = 0;
-    raft_index i;
+    size_t sn = 0;
+    size_t un = 0;
+    raft_index i = lo;
 
     *out = NULL;
     *count_out = 0;
@@ -240,46 +244,43 @@ int raft__log_entries(const struct raft_log *l,
     if (hi > raft__log_last_index(l) + 1) {
         return LATCH_EUNAVAILABLE;
     }
-    arr = raft__arena_alloc(l->arena, (size_t)(hi - lo) * sizeof(*arr));
-    LATCH_ASSERT(arr != NULL);
-    i = lo;
     if (!l->has_snap && i < l->u_offset) {
         raft_index shi = hi < l->u_offset ? hi : l->u_offset;
+        int rv = l->st->entries(l->st->data, i, shi, max_bytes, &se, &sn);
 
-        while (i < shi) {
-            const struct raft_entry *se;
-            size_t sn = 0;
-            size_t k;
-            int rv = l->st->entries(l->st->data, i, shi, max_bytes - bytes, &se, &sn);
-
-            if (rv != 0) {
-                return rv;
-            }
-            LATCH_ASSERT(sn > 0 && sn <= shi - i);
-            for (k = 0; k < sn; k++) {
-                LATCH_ASSERT(se[k].index == i + k);
-                arr[n++] = se[k];
-                bytes += se[k].len;
-            }
-            i += sn;
-            if (bytes >= max_bytes) {
-                *out = arr;
-                *count_out = n;
-                return 0;
-            }
+        if (rv != 0) {
+            return rv;
+        }
+        LATCH_ASSERTF(sn > 0 && sn <= shi - i, "storage returned %zu of [%llu, %llu)", sn,
+                      (unsigned long long)i, (unsigned long long)shi);
+        for (size_t k = 0; k < sn; k++) {
+            LATCH_ASSERT(se[k].index == i + k);
+            bytes += se[k].len;
+        }
+        i += sn;
+        if (i < shi) {
+            hi = i; /* the byte limit stopped storage: the run ends here */
         }
     }
-    for (; i < hi; i++) {
-        const struct raft_entry *e = &l->u_ents[i - l->u_offset];
+    while (i + un < hi) {
+        const struct raft_entry *e = &l->u_ents[i + un - l->u_offset];
 
-        if (n > 0 && bytes + e->len > max_bytes) {
+        if (sn + un > 0 && bytes + e->len > max_bytes) {
             break;
         }
-        arr[n++] = *e;
         bytes += e->len;
+        un++;
+    }
+    arr = raft__arena_alloc(l->arena, (sn + un) * sizeof(*arr));
+    LATCH_ASSERT(arr != NULL); /* raft_int.h: mid-step allocation failure is fatal */
+    if (sn > 0) {
+        memcpy(arr, se, sn * sizeof(*arr));
+    }
+    if (un > 0) {
+        memcpy(arr + sn, &l->u_ents[i - l->u_offset], un * sizeof(*arr));
     }
     *out = arr;
-    *count_out = n;
+    *count_out = sn + un;
     return 0;
 }
 
