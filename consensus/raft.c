@@ -811,7 +811,7 @@ static void handle_heartbeat_resp(struct raft *r, const struct raft_msg *m)
          * Every entry past match counts as in flight, but appends get lost; an empty append
          * at next - 1 is rejected by a follower that lacks those entries and sends the leader
          * back to probing from match. Without it a lost append is never resent once no new
-         * entries arrive (found by raft_sim --seed 4 --bug vote-before-persist). */
+         * entries arrive (found by the liveness check of raft_sim --seed 7). */
         send_append(r, pr, true);
     }
     if (m->context > pr->read_acked) {
