@@ -191,9 +191,14 @@ static bool sent_before_persist(const struct raft *r, uint32_t type)
     case RAFT_MSG_HEARTBEAT:
     case RAFT_MSG_SNAPSHOT:
     case RAFT_MSG_TIMEOUT_NOW:
-        /* The leader's term is already durable (it persisted it as a candidate), and its
-         * own log counts toward commit only once persisted (thesis §10.2.1). */
-        return true;
+        /* The leader's term is normally already durable (it persisted it as a candidate),
+         * and its own log counts toward commit only once persisted (thesis §10.2.1). But a
+         * single voter wins at once, in the ready that also carries its new term: its
+         * appends must wait for that term to be on disk (paper figure 2: currentTerm is
+         * persisted before answering or sending RPCs). Otherwise a crash lets it lead the
+         * same term again with different entries at the same (index, term) (found by the
+         * log matching check of raft_sim --nodes 1 --seed 2574). */
+        return r->prev_hs.term == r->term && r->prev_hs.vote == r->vote;
     case RAFT_MSG_VOTE_RESP:
     case RAFT_MSG_PREVOTE_RESP:
         return (r->bugs & RAFT_BUG_VOTE_BEFORE_PERSIST) != 0;
@@ -805,13 +810,14 @@ static void handle_heartbeat_resp(struct raft *r, const struct raft_msg *m)
     if (pr->match < raft__log_last_index(&r->log) || pr->state == RAFT_PROGRESS_SNAPSHOT) {
         pr->send_pending = true;
     }
-    if (pr->state == RAFT_PROGRESS_REPLICATE && pr->match < raft__log_last_index(&r->log) &&
+    if (pr->state != RAFT_PROGRESS_SNAPSHOT && pr->match < raft__log_last_index(&r->log) &&
         pr->next > raft__log_last_index(&r->log)) {
         /* Paper §5.3: the leader retries AppendEntries until the follower's log matches.
-         * Every entry past match counts as in flight, but appends get lost; an empty append
-         * at next - 1 is rejected by a follower that lacks those entries and sends the leader
-         * back to probing from match. Without it a lost append is never resent once no new
-         * entries arrive (found by the liveness check of raft_sim --seed 7). */
+         * Every entry past match counts as sent (pipelined, or one probe), but appends get
+         * lost; an empty append at next - 1 is rejected by a follower that lacks those
+         * entries and sends the leader back to probing from where they agree. Without it a
+         * lost append (or the first probe of a new learner) is never resent once no new
+         * entries arrive (found by the liveness check of raft_sim --seed 839). */
         send_append(r, pr, true);
     }
     if (m->context > pr->read_acked) {
@@ -1438,8 +1444,15 @@ void raft_tick(struct raft *r)
         tick_leader(r);
         return;
     }
-    r->election_elapsed++;
-    if (r->election_elapsed >= r->randomized_timeout) {
+    /* The election timer restarts only for a node that can campaign. A node that cannot (a
+     * learner, or a voter that has not yet seen its promotion) must let it run out:
+     * otherwise, with check_quorum, it could stay "in lease" of a dead leader forever and
+     * ignore every candidate (thesis §6.2 leases last one election timeout; found by the
+     * liveness check of raft_sim --nodes 1 --seed 126). */
+    if (r->election_elapsed < UINT32_MAX) {
+        r->election_elapsed++;
+    }
+    if (promotable(r) && r->election_elapsed >= r->randomized_timeout) {
         r->election_elapsed = 0;
         hup(r, CAMPAIGN_ELECTION);
     }
