@@ -828,13 +828,19 @@ static void handle_heartbeat_resp(struct raft *r, const struct raft_msg *m)
 
 /* ---- ReadIndex (thesis §6.4) ------------------------------------------------------------ */
 
+/* A read point for this node's caller, handed out by the next ready. */
+static void push_read_state(struct raft *r, raft_index index, uint64_t context)
+{
+    r->rs = grow(r->heap, r->rs, &r->rs_cap, r->rs_count + 1, sizeof(*r->rs));
+    r->rs[r->rs_count].index = index;
+    r->rs[r->rs_count].context = context;
+    r->rs_count++;
+}
+
 static void read_release(struct raft *r, const struct read_req *q, raft_index index)
 {
     if (q->from == r->id) {
-        r->rs = grow(r->heap, r->rs, &r->rs_cap, r->rs_count + 1, sizeof(*r->rs));
-        r->rs[r->rs_count].index = index;
-        r->rs[r->rs_count].context = q->context;
-        r->rs_count++;
+        push_read_state(r, index, q->context);
         return;
     }
     struct raft_msg m = msg_to(RAFT_MSG_READ_INDEX_RESP, q->from);
@@ -1227,42 +1233,6 @@ static void step_leader(struct raft *r, const struct raft_msg *m)
     }
 }
 
-static void step_candidate(struct raft *r, const struct raft_msg *m)
-{
-    uint32_t want = r->role == RAFT_PRE_CANDIDATE ? RAFT_MSG_PREVOTE_RESP : RAFT_MSG_VOTE_RESP;
-    int res;
-
-    switch (m->type) {
-    case RAFT_MSG_APPEND:
-    case RAFT_MSG_HEARTBEAT:
-    case RAFT_MSG_SNAPSHOT:
-        /* A leader of this term exists (paper §5.2): follow it. */
-        become_follower(r, m->term, m->from);
-        if (m->type == RAFT_MSG_APPEND) {
-            handle_append(r, m);
-        } else if (m->type == RAFT_MSG_HEARTBEAT) {
-            handle_heartbeat(r, m);
-        } else {
-            handle_snapshot(r, m);
-        }
-        break;
-    default:
-        if (m->type != want) {
-            break;
-        }
-        res = poll(r, m->from, !m->reject);
-        if (res == 1) {
-            if (r->role == RAFT_PRE_CANDIDATE) {
-                campaign(r, CAMPAIGN_ELECTION);
-            } else {
-                become_leader(r);
-            }
-        } else if (res == -1) {
-            become_follower(r, r->term, RAFT_NONE);
-        }
-    }
-}
-
 static void step_follower(struct raft *r, const struct raft_msg *m)
 {
     struct raft_msg fwd;
@@ -1286,10 +1256,7 @@ static void step_follower(struct raft *r, const struct raft_msg *m)
         break;
     case RAFT_MSG_READ_INDEX_RESP:
         if (!m->reject) {
-            r->rs = grow(r->heap, r->rs, &r->rs_cap, r->rs_count + 1, sizeof(*r->rs));
-            r->rs[r->rs_count].index = m->index;
-            r->rs[r->rs_count].context = m->context;
-            r->rs_count++;
+            push_read_state(r, m->index, m->context);
         }
         break;
     case RAFT_MSG_PROPOSE:
@@ -1315,6 +1282,36 @@ static void step_follower(struct raft *r, const struct raft_msg *m)
         break;
     default:
         break;
+    }
+}
+
+static void step_candidate(struct raft *r, const struct raft_msg *m)
+{
+    uint32_t want = r->role == RAFT_PRE_CANDIDATE ? RAFT_MSG_PREVOTE_RESP : RAFT_MSG_VOTE_RESP;
+    int res;
+
+    switch (m->type) {
+    case RAFT_MSG_APPEND:
+    case RAFT_MSG_HEARTBEAT:
+    case RAFT_MSG_SNAPSHOT:
+        /* A leader of this term exists (paper §5.2): follow it. */
+        become_follower(r, m->term, m->from);
+        step_follower(r, m);
+        break;
+    default:
+        if (m->type != want) {
+            break;
+        }
+        res = poll(r, m->from, !m->reject);
+        if (res == 1) {
+            if (r->role == RAFT_PRE_CANDIDATE) {
+                campaign(r, CAMPAIGN_ELECTION);
+            } else {
+                become_leader(r);
+            }
+        } else if (res == -1) {
+            become_follower(r, r->term, RAFT_NONE);
+        }
     }
 }
 

@@ -41,6 +41,7 @@
 
 #include "latch_assert.h"
 #include "latch_error.h"
+#include "raft_int.h"
 
 /* Chunks start small, so that the thousands of short-lived stores of the simulator stay
  * cheap, and double up to a size where one allocation amortises over ~16k small entries. */
@@ -80,28 +81,6 @@ struct raft_memstore {
     size_t snap_len;
     size_t snap_cap;
 };
-
-/* The libc allocator unless the caller injected one (tests fail the Nth call). */
-static void *ms_malloc(const struct raft_heap *heap, size_t size)
-{
-    LATCH_ASSERT(size > 0);
-    if (heap != NULL && heap->malloc != NULL) {
-        return heap->malloc(heap->data, size);
-    }
-    return malloc(size);
-}
-
-static void ms_free(const struct raft_heap *heap, void *ptr)
-{
-    if (ptr == NULL) {
-        return;
-    }
-    if (heap != NULL && heap->free != NULL) {
-        heap->free(heap->data, ptr);
-        return;
-    }
-    free(ptr);
-}
 
 /* The live entries (NULL before the first allocation: offsetting NULL is undefined). */
 static struct raft_entry *ms_ents(const struct raft_memstore *ms)
@@ -194,14 +173,14 @@ static int ms_vec_reserve(
         }
         cap *= 2;
     } while (cap < need);
-    uint8_t *fresh = ms_malloc(heap, cap * elem_size);
+    uint8_t *fresh = raft__malloc(heap, cap * elem_size);
     if (fresh == NULL) {
         return LATCH_ENOMEM;
     }
     if (keep > 0) {
         memcpy(fresh, buf + v->head * elem_size, keep * elem_size);
     }
-    ms_free(heap, buf);
+    raft__free(heap, buf);
     v->buf = fresh;
     v->cap = cap;
     v->head = 0;
@@ -211,7 +190,7 @@ static int ms_vec_reserve(
 static void ms_release_chunk(struct raft_memstore *ms, struct ms_chunk *c)
 {
     LATCH_ASSERT(c->base != NULL);
-    ms_free(ms->heap, c->base);
+    raft__free(ms->heap, c->base);
     c->base = NULL;
 }
 
@@ -237,7 +216,7 @@ ms_chunk_new(struct raft_memstore *ms, size_t len, size_t prev_size, struct ms_c
     size_t size = prev_size > MS_CHUNK_MAX / 2 ? MS_CHUNK_MAX : prev_size * 2;
     size = size < MS_CHUNK_MIN ? MS_CHUNK_MIN : size;
     size = size < len ? len : size;
-    out->base = ms_malloc(ms->heap, size);
+    out->base = raft__malloc(ms->heap, size);
     if (out->base == NULL) {
         return LATCH_ENOMEM;
     }
@@ -540,7 +519,7 @@ static int ms_snapshot(void *data, struct raft_snapshot *snap_out)
 int raft_memstore_new(const struct raft_heap *heap, struct raft_memstore **out)
 {
     LATCH_ASSERT(out != NULL);
-    struct raft_memstore *ms = ms_malloc(heap, sizeof(*ms));
+    struct raft_memstore *ms = raft__malloc(heap, sizeof(*ms));
     if (ms == NULL) {
         return LATCH_ENOMEM;
     }
@@ -563,10 +542,10 @@ void raft_memstore_free(struct raft_memstore *ms)
         return;
     }
     ms_release_all_chunks(ms);
-    ms_free(ms->heap, ms->chunks.buf);
-    ms_free(ms->heap, ms->ents.buf);
-    ms_free(ms->heap, ms->snap_data);
-    ms_free(ms->heap, ms);
+    raft__free(ms->heap, ms->chunks.buf);
+    raft__free(ms->heap, ms->ents.buf);
+    raft__free(ms->heap, ms->snap_data);
+    raft__free(ms->heap, ms);
 }
 
 const struct raft_storage *raft_memstore_storage(struct raft_memstore *ms)
@@ -634,7 +613,7 @@ int raft_memstore_bootstrap(struct raft_memstore *ms, const struct raft_conf_sta
         struct raft_conf_change cc = {RAFT_CC_ADD_VOTER, conf->voters[i], NULL, 0};
         size += raft_conf_change_size(&cc);
     }
-    uint8_t *buf = ms_malloc(ms->heap, size);
+    uint8_t *buf = raft__malloc(ms->heap, size);
     if (buf == NULL) {
         return LATCH_ENOMEM;
     }
@@ -642,7 +621,7 @@ int raft_memstore_bootstrap(struct raft_memstore *ms, const struct raft_conf_sta
     if (rv == 0) {
         rv = raft_memstore_append(ms, ents, conf->voters_count);
     }
-    ms_free(ms->heap, buf);
+    raft__free(ms->heap, buf);
     if (rv == 0) {
         ms->hs = (struct raft_hard_state){1, RAFT_NONE, conf->voters_count};
     }
@@ -672,12 +651,12 @@ static int ms_set_snap_data(struct raft_memstore *ms, const void *data, size_t l
 {
     LATCH_ASSERT(len == 0 || data != NULL);
     if (len > ms->snap_cap) {
-        uint8_t *fresh = ms_malloc(ms->heap, len);
+        uint8_t *fresh = raft__malloc(ms->heap, len);
         if (fresh == NULL) {
             return LATCH_ENOMEM;
         }
         memcpy(fresh, data, len);
-        ms_free(ms->heap, ms->snap_data);
+        raft__free(ms->heap, ms->snap_data);
         ms->snap_data = fresh;
         ms->snap_cap = len;
     } else if (len > 0) {
