@@ -14,6 +14,7 @@
 #include "latch_error.h"
 #include "raft.h"
 #include "raft_fixture.h"
+#include "raft_memstore.h"
 
 static bool is_vote(const struct fx_msg *msg, void *data)
 {
@@ -192,6 +193,54 @@ static void test_read_index_without_leader_fails_with_enoleader(void **state)
     assert_int_equal(raft_read_index(fx_node(fx, 2)->r, 1), LATCH_ENOLEADER);
 }
 
+/* Thesis §6.4.1: with lease reads the leader trusts its CheckQuorum lease instead of a
+ * heartbeat round, so once it has committed an entry of its term it answers at once. */
+static void test_read_index_lease_based_answers_without_heartbeat_round(void **state)
+{
+    struct fx *fx = *state;
+    struct fx_node *leader;
+
+    fx_init(fx, 3);
+    fx_set_check_quorum(fx, true);
+    for (raft_id id = 1; id <= 3; id++) {
+        fx_node(fx, id)->cfg.read_only = RAFT_READ_LEASE_BASED;
+    }
+    fx_start(fx);
+    fx_elect(fx, 1);
+    assert_int_equal(fx_propose(fx, 1, "x"), 0);
+    fx_stabilize(fx);
+    leader = fx_node(fx, 1);
+    fx_clear(fx);
+    assert_int_equal(raft_read_index(leader->r, 5), 0);
+    fx_handle_ready(leader);
+    assert_int_equal(leader->reads_count, 1);
+    assert_int_equal(leader->reads[0].context, 5);
+    assert_int_equal(leader->reads[0].index, fx_commit(fx, 1));
+    assert_int_equal(fx_count(fx, RAFT_MSG_HEARTBEAT, 1, 0), 0);
+}
+
+/* A lease is only as good as CheckQuorum, which makes a leader without a quorum step down
+ * within an election timeout: lease reads without it are refused at creation. */
+static void test_read_index_lease_based_requires_check_quorum(void **state)
+{
+    struct raft_memstore *ms = NULL;
+    struct raft_config cfg;
+    struct raft *r = NULL;
+
+    (void)state;
+    assert_int_equal(raft_memstore_new(NULL, &ms), 0);
+    raft_config_defaults(&cfg);
+    cfg.id = 1;
+    cfg.storage = raft_memstore_storage(ms);
+    cfg.read_only = RAFT_READ_LEASE_BASED;
+    cfg.check_quorum = false;
+    assert_int_equal(raft_new(&cfg, &r), LATCH_EINVAL);
+    cfg.check_quorum = true;
+    assert_int_equal(raft_new(&cfg, &r), 0);
+    raft_free(r);
+    raft_memstore_free(ms);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +251,8 @@ int main(void)
         FX_TEST(test_read_index_isolated_leader_never_answers),
         FX_TEST(test_read_index_request_needs_its_own_heartbeat_round),
         FX_TEST(test_read_index_without_leader_fails_with_enoleader),
+        FX_TEST(test_read_index_lease_based_answers_without_heartbeat_round),
+        FX_TEST(test_read_index_lease_based_requires_check_quorum),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
