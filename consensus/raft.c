@@ -333,6 +333,32 @@ static void conf_truncate(struct raft *r, raft_index first)
     }
 }
 
+/* Makes room for the changes in ents before the log changes, so that appending them
+ * cannot fail halfway. Errors: LATCH_ENOMEM. */
+static int hist_reserve(struct raft *r, const struct raft_entry *ents, size_t n)
+{
+    size_t need = r->hist_count;
+    size_t cap = r->hist_cap == 0 ? 4 : r->hist_cap;
+    struct conf_hist *hist;
+
+    for (size_t k = 0; k < n; k++) {
+        need += ents[k].type == RAFT_ENTRY_CONF;
+    }
+    if (need <= r->hist_cap) {
+        return 0;
+    }
+    while (cap < need) {
+        cap *= 2;
+    }
+    hist = raft__realloc(r->heap, r->hist, cap * sizeof(*hist));
+    if (hist == NULL) {
+        return LATCH_ENOMEM;
+    }
+    r->hist = hist;
+    r->hist_cap = cap;
+    return 0;
+}
+
 /* A conf entry entered the log: it takes effect now. A change that does not fit is a no-op
  * everywhere (every node decodes the same bytes). */
 static void conf_appended(struct raft *r, const struct raft_entry *e)
@@ -344,7 +370,7 @@ static void conf_appended(struct raft *r, const struct raft_entry *e)
         (void)raft_conf_state_apply(&next, &cc);
     }
     LATCH_ASSERT(r->hist_count == 0 || r->hist[r->hist_count - 1].index < e->index);
-    r->hist = grow(r->heap, r->hist, &r->hist_cap, r->hist_count + 1, sizeof(*r->hist));
+    LATCH_ASSERT(r->hist_count < r->hist_cap); /* reserved by hist_reserve */
     r->hist[r->hist_count].index = e->index;
     r->hist[r->hist_count].conf = next;
     r->hist_count++;
@@ -375,6 +401,10 @@ static int log_append(struct raft *r, const struct raft_entry *ents, size_t n)
 
     if (n == 0) {
         return 0;
+    }
+    rv = hist_reserve(r, ents, n);
+    if (rv != 0) {
+        return rv;
     }
     rv = raft__log_append(&r->log, ents, n);
     if (rv != 0) {
@@ -1751,6 +1781,10 @@ static int conf_load(struct raft *r, const struct raft_conf_state *applied_conf)
         size_t n;
         int rv = raft__log_entries(&r->log, lo, hi, 4u * 1024 * 1024, &ents, &n);
 
+        if (rv != 0) {
+            return rv;
+        }
+        rv = hist_reserve(r, ents, n);
         if (rv != 0) {
             return rv;
         }

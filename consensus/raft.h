@@ -357,7 +357,9 @@ void raft_tick(struct raft *r);
 /*
  * Feeds one message received from a peer. The core copies what it keeps. Messages from
  * stale terms, unknown types or with impossible fields are ignored (returning 0) or
- * answered per the protocol; they never corrupt state. Errors: LATCH_ENOMEM only.
+ * answered per the protocol; they never corrupt state. Returns 0: when the entries or
+ * snapshot of m cannot be copied (out of memory), m is dropped as if the network had lost
+ * it, which the protocol already tolerates (the leader resends).
  */
 int raft_step(struct raft *r, const struct raft_msg *m);
 

@@ -2,10 +2,11 @@
  * raft_int.h — declarations private to consensus/ (SQLite btreeInt.h style).
  *
  * OUT-OF-MEMORY POLICY of the core. raft_new() and raft_propose*() return LATCH_ENOMEM and
- * change nothing; raft_step() returns LATCH_ENOMEM before changing anything when it cannot
- * copy incoming entries. Every other allocation (messages, arrays that grow while the core
- * works) is asserted: a node that cannot allocate in the middle of a protocol step cannot
- * continue safely, and crashing costs liveness only, never safety.
+ * change nothing (tests/unit/consensus/test_oom.c); raft_step() drops a message whose
+ * entries or snapshot it cannot copy, as if the network had lost it. Every other
+ * allocation (messages, arrays that grow while the core works) is asserted: a node that
+ * cannot allocate in the middle of a protocol step cannot continue safely, and crashing
+ * costs liveness only, never safety.
  *
  * MEMORY LIFETIMES. Everything a ready hands out (messages and their entry arrays, the
  * entries appended since the last advance and their data, committed-entry arrays) lives in

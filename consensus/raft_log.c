@@ -217,7 +217,7 @@ void raft__log_commit_to(struct raft_log *l, raft_index commit)
  * copied headers in an arena array sized to what is returned; data pointers are borrowed
  * from storage or the arena until raft_advance(). Storage stops only at its byte limit
  * (struct raft_storage), so a short answer from it ends the run. Errors:
- * LATCH_ECOMPACTED, LATCH_EUNAVAILABLE, storage errors.
+ * LATCH_ECOMPACTED, LATCH_EUNAVAILABLE, storage errors, LATCH_ENOMEM.
  */
 int raft__log_entries(const struct raft_log *l,
                       raft_index lo,
@@ -272,7 +272,9 @@ int raft__log_entries(const struct raft_log *l,
         un++;
     }
     arr = raft__arena_alloc(l->arena, (sn + un) * sizeof(*arr));
-    LATCH_ASSERT(arr != NULL); /* raft_int.h: mid-step allocation failure is fatal */
+    if (arr == NULL) {
+        return LATCH_ENOMEM; /* callers in the middle of a step assert (raft_int.h) */
+    }
     if (sn > 0) {
         memcpy(arr, se, sn * sizeof(*arr));
     }
