@@ -123,9 +123,46 @@ static void params_weights(struct sim *s, bool faults)
         p->w_partition *= 8;
         p->w_heal *= 4;
     }
+}
+
+/*
+ * The figure-8 regime (paper §5.4.2): one entry per append (every proposal carries at least
+ * 8 bytes), so a leader that catches a follower up sends entries of older terms in messages
+ * without its own no-op; short election timeouts; leaders struck right after they win, right
+ * after their own entries leave and right after an older entry reaches a quorum; fewer
+ * random crashes and partitions to spoil the sequence (the strikes do most of the cutting).
+ */
+static void params_figure8(struct sim *s)
+{
+    struct sim_rng *rng = &s->rng;
+    struct sim_params *p = &s->p;
+
+    p->figure8 = true;
+    p->max_msg_bytes = sim_rng_range(rng, 1, 7);
+    p->election_tick = (uint32_t)sim_rng_range(rng, 3, 4);
+    p->heartbeat_tick = 1;
+    p->delay_max = (uint32_t)sim_rng_range(rng, 2, 3);
+    p->disk_max = (uint32_t)sim_rng_range(rng, 1, 2);
+    p->strike_pm = 900;
+    p->strike_delay_max = 3;
+    p->catchup_strike_pm = 1000;
+    p->append_strike_pm = 30;
+    p->w_crash /= 4;
+    p->w_crash_busy /= 4;
+    p->w_reboot /= 4;
+    p->w_partition /= 4;
+}
+
+/* The nemeses aimed at fresh leaders, catching-up leaders and voters (sim_nemesis.c). */
+static void params_nemesis(struct sim *s, bool faults)
+{
+    struct sim_rng *rng = &s->rng;
+    struct sim_params *p = &s->p;
+
     p->strike_pm = faults ? (uint32_t)sim_rng_below(rng, 4) * 300 : 0;
     /* Short delays cut a new leader off before its first appends land. */
     p->strike_delay_max = sim_rng_chance(rng, 500) ? 3 : (uint32_t)sim_rng_range(rng, 4, 40);
+    p->vote_strike_pm = faults ? (uint32_t)sim_rng_below(rng, 4) * 300 : 0;
     if (sim_rng_chance(rng, 200)) {
         /* Calm: rare node faults, so that logs, snapshots and memberships grow deep. */
         p->w_crash /= 4;
@@ -133,6 +170,9 @@ static void params_weights(struct sim *s, bool faults)
         p->w_reboot /= 4;
         p->w_partition /= 4;
         p->strike_pm /= 4;
+        p->vote_strike_pm /= 4;
+    } else if (faults && sim_rng_chance(rng, 250)) {
+        params_figure8(s);
     }
 }
 
@@ -454,31 +494,12 @@ static void do_action(struct sim *s, uint32_t action)
     }
 }
 
-/* The fresh-leader nemesis: isolate or crash a node soon after it won an election. */
-static void maybe_strike(struct sim *s)
-{
-    struct sim_node *n = sim_node_get(s, s->strike_node);
-
-    if (s->strike_node == RAFT_NONE || s->step < s->strike_step) {
-        return;
-    }
-    s->strike_node = RAFT_NONE;
-    if (s->phase != SIM_PHASE_FAULTS || !sim_node_is_live(n) || n->life != s->strike_life) {
-        return;
-    }
-    if (sim_rng_chance(&s->rng, 500)) {
-        sim_net_isolate(s, n->id);
-    } else {
-        sim_node_crash(n);
-    }
-}
-
 static void sim_step(struct sim *s)
 {
     s->step++;
     s->stats.steps++;
     sim_net_advance(s);
-    maybe_strike(s);
+    sim_nemesis_run(s);
     sim_nodes_drive(s);
     do_action(s, choose_action(s));
     sim_nodes_drive(s);
@@ -647,11 +668,13 @@ static void print_params(const struct sim *s)
 
     printf("seed %" PRIu64 ": election_tick=%u heartbeat_tick=%u inflight=%u msg_bytes=%" PRIu64
            " pre_vote=%d check_quorum=%d forwarding=%d drop=%u dup=%u slow=%u delay_max=%u "
-           "disk_max=%u outbox=%u crash=%u/%u/%u partition=%u/%u strike=%u/%u remove=%u\n",
+           "disk_max=%u outbox=%u crash=%u/%u/%u partition=%u/%u strike=%u/%u catchup=%u "
+           "append=%u vote=%u figure8=%d remove=%u\n",
            s->seed, p->election_tick, p->heartbeat_tick, p->max_inflight_msgs, p->max_msg_bytes,
            p->pre_vote, p->check_quorum, !p->no_forwarding, p->drop_pm, p->dup_pm, p->slow_pm,
            p->delay_max, p->disk_max, p->outbox_pm, p->w_crash, p->w_crash_busy, p->w_reboot,
-           p->w_partition, p->w_heal, p->strike_pm, p->strike_delay_max, p->remove_pm);
+           p->w_partition, p->w_heal, p->strike_pm, p->strike_delay_max, p->catchup_strike_pm,
+           p->append_strike_pm, p->vote_strike_pm, p->figure8, p->remove_pm);
 }
 
 static void sim_init(struct sim *s, const struct sim_options *opt, uint64_t seed)
@@ -665,6 +688,7 @@ static void sim_init(struct sim *s, const struct sim_options *opt, uint64_t seed
     params_core(s);
     params_network(s, opt->faults);
     params_weights(s, opt->faults);
+    params_nemesis(s, opt->faults);
     if (opt->verbose) {
         print_params(s);
     }
@@ -697,9 +721,10 @@ static void print_replay(const struct sim *s)
     const struct sim_options *o = s->opt;
 
     printf("seed: %" PRIu64 " (violation at step %" PRIu64 ")\n", s->seed, s->violation_step);
-    printf("replay: raft_sim --seed %" PRIu64 " --nodes %u --steps %" PRIu64 "%s%s%s\n", s->seed,
-           o->nodes, o->steps, o->faults ? "" : " --faults none",
-           o->bug_name != NULL ? " --bug " : "", o->bug_name != NULL ? o->bug_name : "");
+    printf("replay: %s --seed %" PRIu64 " --nodes %u --steps %" PRIu64 "%s%s%s%s\n",
+           o->bug_name != NULL ? "raft_sim_teeth" : "raft_sim", s->seed, o->nodes, o->steps,
+           o->faults ? "" : " --faults none", o->bug_name != NULL ? " --bug " : "",
+           o->bug_name != NULL ? o->bug_name : "", o->end_to_end ? " --end-to-end" : "");
 }
 
 static void report_violation(const struct sim *s, bool full)
@@ -846,10 +871,11 @@ static int run_expect(const struct sim_options *base, uint32_t bug)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: raft_sim [--seed S] [--seeds N] [--nodes N] [--steps M] "
-                    "[--faults all|none] [--bug NAME] [--expect-violation] [--verbose]\n"
-                    "bugs: vote-ignores-log commit-old-term vote-before-persist "
-                    "no-truncate-conflict\n");
+    fprintf(stderr,
+            "usage: raft_sim [--seed S] [--seeds N] [--nodes N] [--steps M] "
+            "[--faults all|none] [--bug NAME] [--expect-violation] [--end-to-end] [--verbose]\n"
+            "bugs: vote-ignores-log commit-old-term vote-before-persist "
+            "no-truncate-conflict\n");
 }
 
 static bool parse_u64(const char *arg, uint64_t *out)
@@ -887,6 +913,10 @@ static bool parse_option(int argc, char **argv, int *i, struct sim_options *opt,
     }
     if (strcmp(a, "--verbose") == 0) {
         opt->verbose = true;
+        return true;
+    }
+    if (strcmp(a, "--end-to-end") == 0) {
+        opt->end_to_end = true;
         return true;
     }
     (*i)++;

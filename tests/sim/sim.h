@@ -233,12 +233,23 @@ struct sim_proposal {
     raft_index index; /* first index it was applied at anywhere; 0 if never */
 };
 
+/* The highest index a node committed (and applied) while in a term, with that entry's term
+ * in its log. A node's term bounds the term in which what it committed was committed, so
+ * leaders of later terms must hold it (leader completeness). */
+struct sim_term_marks {
+    raft_index commit;
+    raft_term commit_term;
+    raft_index applied;
+    raft_term applied_term;
+};
+
 struct sim_check {
     struct sim_gentry *history; /* by index */
     raft_index history_cap;
     raft_index history_max; /* highest index applied anywhere */
-    raft_index commit_max;  /* highest commit index any node reported */
-    raft_term commit_term;  /* term of that entry in the reporting node's log */
+
+    struct sim_term_marks *marks; /* by term of the node that committed or applied */
+    raft_term marks_cap;
 
     struct sim_logkey *logmap; /* open addressing: (index, term) -> chain */
     size_t logmap_cap;
@@ -321,6 +332,13 @@ struct sim_params {
      * wins an election, strike it (isolate or crash) within strike_delay_max steps. */
     uint32_t strike_pm;
     uint32_t strike_delay_max;
+    /* Nemeses aimed at figure 8 and at vote durability (sim_nemesis.c), per mille of their
+     * triggers: an entry of an older term on a quorum of a leader's voters (none of its
+     * own); an append of a leader's own entries; a granted vote. */
+    uint32_t catchup_strike_pm;
+    uint32_t append_strike_pm;
+    uint32_t vote_strike_pm;
+    bool figure8; /* the figure-8 regime (raft_sim.c) */
 };
 
 struct sim_options {
@@ -332,7 +350,25 @@ struct sim_options {
     uint32_t bugs;        /* RAFT_BUG_* mask */
     const char *bug_name; /* for the replay command */
     bool expect_violation;
+    /* Only the consequence invariants: no check of a rule itself (leader commit rule, one
+     * vote per term), so that a teeth run proves the bug is caught end to end. */
+    bool end_to_end;
     bool verbose;
+};
+
+/* A fault the nemesis (sim_nemesis.c) scheduled for a later step. */
+enum sim_strike_how {
+    SIM_STRIKE_ISOLATE = 1,
+    SIM_STRIKE_CRASH,
+    SIM_STRIKE_REBOOT, /* crash and restart at once */
+};
+
+struct sim_strike {
+    raft_id node; /* RAFT_NONE: nothing scheduled */
+    uint32_t life;
+    uint32_t how;         /* enum sim_strike_how */
+    bool persisting_only; /* only if the node is still persisting by then */
+    uint64_t step;
 };
 
 enum sim_phase {
@@ -361,9 +397,8 @@ struct sim {
     raft_id transfer_target;
     raft_term transfer_term;
 
-    raft_id strike_node; /* fresh leader to strike, or RAFT_NONE */
-    uint32_t strike_life;
-    uint64_t strike_step;
+    struct sim_strike strike_leader; /* fresh or catching-up leader (sim_nemesis.c) */
+    struct sim_strike strike_vote;   /* a node that just granted a vote */
 
     struct sim_event ring[SIM_RING_SIZE];
     uint64_t ring_count;
@@ -428,6 +463,15 @@ void sim_node_observe(struct sim_node *n);
 /* Snapshot of the application at its applied index, then compaction of the log. */
 void sim_node_snapshot(struct sim_node *n);
 
+/* sim_nemesis.c: triggers (called as the simulator sees them) and the strikes. */
+void sim_nemesis_became_leader(struct sim *s, struct sim_node *n);
+/* n just stepped m (called after raft_step returned). */
+void sim_nemesis_stepped(struct sim *s, struct sim_node *n, const struct raft_msg *m);
+/* n sent m. */
+void sim_nemesis_sent(struct sim *s, struct sim_node *n, const struct raft_msg *m);
+/* Does the strikes that are due; at the start of a step, outside every core call. */
+void sim_nemesis_run(struct sim *s);
+
 /* sim_check.c */
 void sim_check_init(struct sim_check *c);
 void sim_check_free(struct sim_check *c);
@@ -446,8 +490,9 @@ void sim_check_leader(struct sim *s, struct sim_node *n, raft_term term);
 void sim_check_became_leader(struct sim *s, struct sim_node *n, raft_term term);
 /* A leader of term moved its commit index to commit: that entry must be of term. */
 void sim_check_leader_commit(struct sim *s, struct sim_node *n, raft_term term, raft_index commit);
-/* Records commit as known committed (with its term in n's log) when it is the highest. */
-void sim_check_commit(struct sim *s, struct sim_node *n, raft_index commit);
+/* n, in term, moved its commit index to commit: records it as committed no later than term
+ * (with its term in n's log), and checks the leaders of later terms hold it. */
+void sim_check_commit(struct sim *s, struct sim_node *n, raft_term term, raft_index commit);
 void sim_check_hard_state(struct sim *s,
                           struct sim_node *n,
                           const struct raft_hard_state *old,

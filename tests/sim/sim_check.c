@@ -5,14 +5,18 @@
  *   1. election safety     leader_by_term: term -> the one node seen leading it;
  *   2. log matching        logmap: (index, term) -> chain hash of the whole prefix, filled
  *                          by every stored entry on every node;
- *   3. leader completeness a new leader's log holds the highest index applied anywhere,
- *                          with the term it was applied with;
+ *   3. leader completeness marks: term -> highest index committed and applied by a node in
+ *                          that term; a new leader's log holds the highest of earlier terms
+ *                          (O(terms) per election), and an entry newly committed in a term
+ *                          is held by every live leader of a later term (O(nodes));
  *   4. state machine       history: index -> what the first node to apply it applied; every
  *                          later apply and every installed snapshot must agree;
  *   5. commit monotonic    per node and life (sim_node_observe) and on disk (hard state);
  *   6. linearizable reads  read_min: context -> highest acknowledged index at the request;
  *   7. liveness            in raft_sim.c, plus sim_check_acked_committed() here;
- *   8. leader commit rule  a leader's commit index moves only onto an entry of its term.
+ *   8. rules               a leader's commit index moves only onto an entry of its term;
+ *                          one vote per term, on the wire and on disk. These watch the rule
+ *                          rather than an unsafe state: --end-to-end turns them off.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +33,7 @@ void sim_check_free(struct sim_check *c)
     free(c->history);
     free(c->logmap);
     free(c->leader_by_term);
+    free(c->marks);
     free(c->read_min);
     free(c->props);
     memset(c, 0, sizeof(*c));
@@ -172,6 +177,11 @@ bool sim_check_applied(struct sim *s,
                       (unsigned long long)e->term, (unsigned long long)chain,
                       (unsigned long long)g->term, (unsigned long long)g->chain);
     }
+    c->marks = grow(c->marks, &c->marks_cap, n->seen_term, sizeof(*c->marks));
+    if (e->index > c->marks[n->seen_term].applied) {
+        c->marks[n->seen_term].applied = e->index;
+        c->marks[n->seen_term].applied_term = e->term;
+    }
     ack_proposal(s, n, id, e->index);
     return first;
 }
@@ -239,14 +249,41 @@ void sim_check_leader_commit(struct sim *s, struct sim_node *n, raft_term term, 
     }
 }
 
-void sim_check_commit(struct sim *s, struct sim_node *n, raft_index commit)
+/* Leader completeness as a state invariant: an entry committed in term `term` is in the log
+ * of every leader of a later term. A leader of a later term that exists while an older term
+ * still commits (elected with votes that were later forgotten, say) must hold the entry. */
+static void leaders_have(struct sim *s, raft_term term, raft_index i, raft_term t)
+{
+    for (raft_id id = 1; id < s->next_id; id++) {
+        struct sim_node *l = s->nodes[id];
+        raft_term have = 0;
+        int rc;
+
+        if (!sim_node_is_live(l) || !l->seen_leader || l->seen_term <= term) {
+            continue;
+        }
+        rc = raft_log_term(l->r, i, &have);
+        if (rc != LATCH_ECOMPACTED && (rc != 0 || have != t)) {
+            sim_violation(s, "leader completeness",
+                          "node %llu leads term %llu but its log has %s at index %llu (term "
+                          "%llu), committed since in term %llu",
+                          (unsigned long long)id, (unsigned long long)l->seen_term,
+                          rc != 0 ? latch_error_name(rc) : "another term", (unsigned long long)i,
+                          (unsigned long long)t, (unsigned long long)term);
+        }
+    }
+}
+
+void sim_check_commit(struct sim *s, struct sim_node *n, raft_term term, raft_index commit)
 {
     struct sim_check *c = &s->check;
     raft_term t = 0;
 
-    if (commit > c->commit_max && raft_log_term(n->r, commit, &t) == 0) {
-        c->commit_max = commit;
-        c->commit_term = t;
+    c->marks = grow(c->marks, &c->marks_cap, term, sizeof(*c->marks));
+    if (commit > c->marks[term].commit && raft_log_term(n->r, commit, &t) == 0) {
+        c->marks[term].commit = commit;
+        c->marks[term].commit_term = t;
+        leaders_have(s, term, commit, t);
     }
 }
 
@@ -275,14 +312,31 @@ static void leader_has(
     }
 }
 
+/*
+ * Paper §5.4: the leader of term holds every entry committed in an earlier term. Only earlier:
+ * a candidate whose votes were delayed can win term 9 after term 10 committed more, and it
+ * need not hold that (it cannot commit anything in term 9 any more).
+ */
 void sim_check_became_leader(struct sim *s, struct sim_node *n, raft_term term)
 {
     struct sim_check *c = &s->check;
+    struct sim_term_marks best;
 
-    leader_has(s, n, term, c->commit_max, c->commit_term, "committed");
-    if (c->history_max > 0) {
-        leader_has(s, n, term, c->history_max, c->history[c->history_max].term, "applied");
+    memset(&best, 0, sizeof(best));
+    for (raft_term t = 1; t < term && t < c->marks_cap; t++) {
+        const struct sim_term_marks *m = &c->marks[t];
+
+        if (m->commit > best.commit) {
+            best.commit = m->commit;
+            best.commit_term = m->commit_term;
+        }
+        if (m->applied > best.applied) {
+            best.applied = m->applied;
+            best.applied_term = m->applied_term;
+        }
     }
+    leader_has(s, n, term, best.commit, best.commit_term, "committed");
+    leader_has(s, n, term, best.applied, best.applied_term, "applied");
 }
 
 /* Paper §5.2: each server votes for at most one candidate in a term. Watched on the wire,
@@ -292,7 +346,7 @@ void sim_check_sent(struct sim *s, struct sim_node *n, const struct raft_msg *m)
 {
     raft_id *v;
 
-    if (m->type != RAFT_MSG_VOTE_RESP || m->reject) {
+    if (m->type != RAFT_MSG_VOTE_RESP || m->reject || s->opt->end_to_end) {
         return;
     }
     n->vote_by_term = grow(n->vote_by_term, &n->vote_cap, m->term, sizeof(raft_id));
@@ -300,7 +354,8 @@ void sim_check_sent(struct sim *s, struct sim_node *n, const struct raft_msg *m)
     if (*v == RAFT_NONE) {
         *v = m->to;
     } else if (*v != m->to) {
-        sim_violation(s, "election safety", "node %llu granted votes to %llu and %llu in term %llu",
+        sim_violation(s, "one vote per term",
+                      "node %llu granted votes to %llu and %llu in term %llu",
                       (unsigned long long)n->id, (unsigned long long)*v, (unsigned long long)m->to,
                       (unsigned long long)m->term);
     }
@@ -325,8 +380,10 @@ void sim_check_hard_state(struct sim *s,
                       (unsigned long long)n->id, (unsigned long long)hs->commit,
                       (unsigned long long)old->commit);
     }
-    if (hs->term == old->term && old->vote != RAFT_NONE && hs->vote != old->vote) {
-        sim_violation(s, "election safety", "node %llu changed its vote in term %llu: %llu -> %llu",
+    if (hs->term == old->term && old->vote != RAFT_NONE && hs->vote != old->vote &&
+        !s->opt->end_to_end) {
+        sim_violation(s, "one vote per term",
+                      "node %llu changed its vote in term %llu: %llu -> %llu",
                       (unsigned long long)n->id, (unsigned long long)hs->term,
                       (unsigned long long)old->vote, (unsigned long long)hs->vote);
     }

@@ -199,6 +199,9 @@ void sim_net_send(struct sim *s, struct sim_node *from, const struct raft_msg *m
     s->stats.msgs_sent++;
     sim_event(s, SIM_EV_SEND, from->id, m->term, sim_ev_msg(m), m->to, m->index);
     sim_check_sent(s, from, m);
+    if (net_faulty(s)) {
+        sim_nemesis_sent(s, from, m);
+    }
     if (net_faulty(s) && sim_rng_chance(&s->rng, s->p.drop_pm)) {
         net_dropped(s, m, from->life);
         return;

@@ -262,11 +262,12 @@ void sim_node_observe(struct sim_node *n)
                       (unsigned long long)n->id, n->life, (unsigned long long)st.commit,
                       (unsigned long long)n->seen_commit);
     }
-    if (st.commit > s->check.commit_max) {
-        sim_check_commit(s, n, st.commit);
+    if (st.commit > n->seen_commit) {
+        sim_check_commit(s, n, st.term, st.commit);
     }
     leader = st.role == RAFT_LEADER;
-    if (leader && n->seen_leader && st.term == n->seen_term && st.commit > n->seen_commit) {
+    if (leader && n->seen_leader && st.term == n->seen_term && st.commit > n->seen_commit &&
+        !s->opt->end_to_end) {
         sim_check_leader_commit(s, n, st.term, st.commit);
     }
     if (leader) {
@@ -279,11 +280,8 @@ void sim_node_observe(struct sim_node *n)
                 s->transfer_target = RAFT_NONE;
             }
             sim_check_became_leader(s, n, st.term);
-            if (s->phase == SIM_PHASE_FAULTS && s->strike_node == RAFT_NONE &&
-                sim_rng_chance(&s->rng, s->p.strike_pm)) {
-                s->strike_node = n->id;
-                s->strike_life = n->life;
-                s->strike_step = s->step + sim_rng_range(&s->rng, 1, s->p.strike_delay_max);
+            if (s->phase == SIM_PHASE_FAULTS) {
+                sim_nemesis_became_leader(s, n);
             }
         }
     }
@@ -308,15 +306,19 @@ static bool inbox_push(struct sim_node *n, const struct sim_item *it)
 
 static void node_step(struct sim_node *n, struct sim_msg *msg)
 {
+    struct sim *s = n->sim;
     int rc = raft_step(n->r, &msg->m);
 
     if (rc != 0) {
-        sim_violation(n->sim, "step failed", "node %llu: raft_step(%s) returned %s",
+        sim_violation(s, "step failed", "node %llu: raft_step(%s) returned %s",
                       (unsigned long long)n->id, raft_msg_type_name(msg->m.type),
                       latch_error_name(rc));
     }
-    sim_msg_free(msg);
     sim_node_observe(n);
+    if (s->phase == SIM_PHASE_FAULTS) {
+        sim_nemesis_stepped(s, n, &msg->m);
+    }
+    sim_msg_free(msg);
 }
 
 static void node_run_item(struct sim_node *n, struct sim_item *it)
