@@ -129,21 +129,13 @@ static void reset_randomized_timeout(struct raft *r)
     r->randomized_timeout = r->cfg.election_tick + (uint32_t)(rng_next(r) % r->cfg.election_tick);
 }
 
+/* Growth in the middle of a protocol step: failure is fatal (raft_int.h). */
 static void *grow(const struct raft_heap *heap, void *arr, size_t *cap, size_t need, size_t elem)
 {
-    size_t c = *cap == 0 ? 16 : *cap;
-    void *p;
+    int rv = raft__array_grow(heap, &arr, cap, need, elem);
 
-    if (need <= *cap) {
-        return arr;
-    }
-    while (c < need) {
-        c *= 2;
-    }
-    p = raft__realloc(heap, arr, c * elem);
-    LATCH_ASSERTF(p != NULL, "out of memory growing an array to %zu", c); /* raft_int.h */
-    *cap = c;
-    return p;
+    LATCH_ASSERTF(rv == 0, "out of memory growing an array to %zu elements", need);
+    return arr;
 }
 
 static struct raft_progress *progress_find(struct raft *r, raft_id id)
@@ -338,25 +330,15 @@ static void conf_truncate(struct raft *r, raft_index first)
 static int hist_reserve(struct raft *r, const struct raft_entry *ents, size_t n)
 {
     size_t need = r->hist_count;
-    size_t cap = r->hist_cap == 0 ? 4 : r->hist_cap;
-    struct conf_hist *hist;
+    void *hist = r->hist;
+    int rv;
 
     for (size_t k = 0; k < n; k++) {
         need += ents[k].type == RAFT_ENTRY_CONF;
     }
-    if (need <= r->hist_cap) {
-        return 0;
-    }
-    while (cap < need) {
-        cap *= 2;
-    }
-    hist = raft__realloc(r->heap, r->hist, cap * sizeof(*hist));
-    if (hist == NULL) {
-        return LATCH_ENOMEM;
-    }
+    rv = raft__array_grow(r->heap, &hist, &r->hist_cap, need, sizeof(*r->hist));
     r->hist = hist;
-    r->hist_cap = cap;
-    return 0;
+    return rv;
 }
 
 /* A conf entry entered the log: it takes effect now. A change that does not fit is a no-op

@@ -49,6 +49,27 @@ void raft__free(const struct raft_heap *heap, void *ptr)
     free(ptr);
 }
 
+int raft__array_grow(
+    const struct raft_heap *heap, void **arr, size_t *cap, size_t need, size_t elem_size)
+{
+    size_t c = *cap == 0 ? 16 : *cap;
+    void *p;
+
+    if (need <= *cap) {
+        return 0;
+    }
+    while (c < need) {
+        c *= 2;
+    }
+    p = raft__realloc(heap, *arr, c * elem_size);
+    if (p == NULL) {
+        return LATCH_ENOMEM;
+    }
+    *arr = p;
+    *cap = c;
+    return 0;
+}
+
 void raft__arena_init(struct raft_arena *a, const struct raft_heap *heap)
 {
     memset(a, 0, sizeof(*a));

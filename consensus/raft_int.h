@@ -27,6 +27,11 @@ void *raft__malloc(const struct raft_heap *heap, size_t size);
 void *raft__realloc(const struct raft_heap *heap, void *ptr, size_t size);
 void raft__free(const struct raft_heap *heap, void *ptr);
 
+/* Grows *arr (of *cap elements) to hold at least need, doubling; unchanged on failure.
+ * Errors: LATCH_ENOMEM. */
+int raft__array_grow(
+    const struct raft_heap *heap, void **arr, size_t *cap, size_t need, size_t elem_size);
+
 struct raft_arena_chunk;
 
 /* A bump allocator of 8-byte aligned blocks that never move; reset frees all at once. */

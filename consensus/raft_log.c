@@ -109,23 +109,11 @@ bool raft__log_is_up_to_date(const struct raft_log *l, raft_index last, raft_ter
 
 static int unstable_reserve(struct raft_log *l, size_t extra)
 {
-    size_t need = l->u_count + extra;
-    size_t cap = l->u_cap == 0 ? 64 : l->u_cap;
-    struct raft_entry *ents;
+    void *ents = l->u_ents;
+    int rv = raft__array_grow(l->heap, &ents, &l->u_cap, l->u_count + extra, sizeof(*l->u_ents));
 
-    if (need <= l->u_cap) {
-        return 0;
-    }
-    while (cap < need) {
-        cap *= 2;
-    }
-    ents = raft__realloc(l->heap, l->u_ents, cap * sizeof(*ents));
-    if (ents == NULL) {
-        return LATCH_ENOMEM;
-    }
     l->u_ents = ents;
-    l->u_cap = cap;
-    return 0;
+    return rv;
 }
 
 /*
