@@ -819,7 +819,7 @@ static void handle_heartbeat_resp(struct raft *r, const struct raft_msg *m)
     if (pr->state == RAFT_PROGRESS_REPLICATE && raft__inflights_full(&pr->inflights)) {
         raft__inflights_free_first(&pr->inflights);
     }
-    if (pr->match < raft__log_last_index(&r->log) || pr->state == RAFT_PROGRESS_SNAPSHOT) {
+    if (pr->match < raft__log_last_index(&r->log)) { /* (a SNAPSHOT peer stays paused) */
         pr->send_pending = true;
     }
     if (pr->state != RAFT_PROGRESS_SNAPSHOT && pr->match < raft__log_last_index(&r->log) &&
