@@ -20,7 +20,7 @@
     X(LATCH_EIO, -5, "storage I/O failed; node is read-only")                                      \
     X(LATCH_ECORRUPT, -6, "persistent state failed a checksum")                                    \
     X(LATCH_ESHUTDOWN, -7, "node is shutting down")                                                \
-    X(LATCH_ECOMPACTED, -8, "requested index has been compacted")                                  \
+    X(LATCH_ECOMPACTED, -8, "requested index or revision has been compacted")                      \
     X(LATCH_EUNAVAILABLE, -9, "requested log entries are not available")                           \
     X(LATCH_ENOLEADER, -10, "no leader is known")                                                  \
     X(LATCH_ETRANSFER, -11, "leadership transfer in progress")                                     \
@@ -28,7 +28,16 @@
     X(LATCH_EUNCOMMITTED, -13, "too many uncommitted bytes; proposal dropped")                     \
     X(LATCH_ESNAPOLD, -14, "snapshot is older than the current state")                             \
     X(LATCH_ENOTMEMBER, -15, "node is not a member of the cluster")                                \
-    X(LATCH_ESTATE, -16, "call not allowed in the current state")
+    X(LATCH_ESTATE, -16, "call not allowed in the current state")                                  \
+    X(LATCH_ENOSPACE, -17, "database space exceeded")                                              \
+    X(LATCH_EFUTUREREV, -18, "required revision is a future revision")                             \
+    X(LATCH_ENOTFOUND, -19, "not found")                                                           \
+    X(LATCH_EEXIST, -20, "already exists")                                                         \
+    X(LATCH_ENOTEMPTY, -21, "node has children")                                                   \
+    X(LATCH_EBADVERSION, -22, "version does not match")                                            \
+    X(LATCH_EFORMAT, -23, "data has a foreign or newer format")                                    \
+    X(LATCH_EDUPKEY, -24, "duplicate key given in txn request")                                    \
+    X(LATCH_ETOOMANYOPS, -25, "too many operations in txn request")
 
 enum latch_error {
     LATCH_OK = 0,

@@ -11,7 +11,9 @@
 
 #include <cmocka.h>
 
+#include "latch_arena.h"
 #include "latch_assert.h"
+#include "latch_crc32c.h"
 #include "latch_error.h"
 #include "latch_log.h"
 
@@ -287,6 +289,87 @@ static void test_log_rejects_invalid_level(void **state)
     assert_int_equal(latch_log_get_level(), LATCH_LOG_INFO);
 }
 
+/* Known answers of CRC-32C (RFC 3720 appendix B.4 and the "123456789" check value). */
+static void test_crc32c_matches_known_answers(void **state)
+{
+    (void)state;
+    uint8_t zeros[32] = {0};
+    uint8_t ones[32];
+    uint8_t inc[32];
+
+    memset(ones, 0xff, sizeof(ones));
+    for (int i = 0; i < 32; i++) {
+        inc[i] = (uint8_t)i;
+    }
+    assert_int_equal(latch_crc32c(0, "123456789", 9), 0xe3069283u);
+    assert_int_equal(latch_crc32c(0, zeros, sizeof(zeros)), 0x8a9136aau);
+    assert_int_equal(latch_crc32c(0, ones, sizeof(ones)), 0x62a8ab43u);
+    assert_int_equal(latch_crc32c(0, inc, sizeof(inc)), 0x46dd794eu);
+    assert_int_equal(latch_crc32c(0, "", 0), 0);
+}
+
+static void test_crc32c_extends_across_calls(void **state)
+{
+    (void)state;
+    const char *text = "the quick brown fox jumps over the lazy dog";
+    size_t n = strlen(text);
+
+    for (size_t cut = 0; cut <= n; cut++) {
+        uint32_t part = latch_crc32c(latch_crc32c(0, text, cut), text + cut, n - cut);
+        assert_int_equal(part, latch_crc32c(0, text, n));
+    }
+}
+
+static void test_arena_blocks_are_aligned_distinct_and_survive_growth(void **state)
+{
+    (void)state;
+    struct latch_arena a;
+    uint8_t *blocks[200];
+
+    latch_arena_init(&a, 256);
+    for (int i = 0; i < 200; i++) {
+        size_t size = (size_t)(i % 37) + 1;
+        blocks[i] = latch_arena_alloc(&a, size);
+        assert_non_null(blocks[i]);
+        assert_int_equal((uintptr_t)blocks[i] % 8, 0);
+        memset(blocks[i], i, size);
+    }
+    uint8_t *big = latch_arena_alloc(&a, 10000); /* larger than a chunk */
+    assert_non_null(big);
+    memset(big, 0xab, 10000);
+    for (int i = 0; i < 200; i++) {
+        size_t size = (size_t)(i % 37) + 1;
+        for (size_t j = 0; j < size; j++) {
+            assert_int_equal(blocks[i][j], (uint8_t)i);
+        }
+    }
+    assert_true(a.allocated_bytes >= 10000);
+    latch_arena_close(&a);
+}
+
+static void test_arena_reset_reuses_and_dup_copies(void **state)
+{
+    (void)state;
+    struct latch_arena a;
+
+    latch_arena_init(&a, 0);
+    char *p = latch_arena_dup(&a, "hello", 6);
+    assert_string_equal(p, "hello");
+    uint64_t *z = latch_arena_calloc(&a, 4, sizeof(uint64_t));
+    assert_non_null(z);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(z[i], 0);
+    }
+    assert_non_null(latch_arena_alloc(&a, 0));
+    latch_arena_reset(&a);
+    assert_int_equal(a.allocated_bytes, 0);
+    assert_non_null(a.head); /* one chunk kept for reuse */
+    assert_null(latch_arena_calloc(&a, SIZE_MAX / 2, 4));
+    assert_non_null(latch_arena_alloc(&a, 16));
+    latch_arena_close(&a);
+    assert_null(a.head);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +401,10 @@ int main(void)
                                         reset_common),
         cmocka_unit_test_setup_teardown(test_log_level_names, reset_common, reset_common),
         cmocka_unit_test_setup_teardown(test_log_rejects_invalid_level, reset_common, reset_common),
+        cmocka_unit_test(test_crc32c_matches_known_answers),
+        cmocka_unit_test(test_crc32c_extends_across_calls),
+        cmocka_unit_test(test_arena_blocks_are_aligned_distinct_and_survive_growth),
+        cmocka_unit_test(test_arena_reset_reuses_and_dup_copies),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
