@@ -72,6 +72,11 @@ fi
 check "consensus/ must not depend on store/, server/, api/ or clients/" "$upper_regex" \
     "${consensus_files[@]}"
 
+# store/ depends on common/ only: never on consensus/, api/, server/ or the event loop.
+mapfile -t store_files < <(printf '%s\n' "${all_files[@]}" | grep -E '^store/' || true)
+store_regex="${INC}\"([^\"]*/)?(consensus|api|server|clients)/|${INC}\"raft[^\"]*\.h\"|${INC}<(uv|nghttp2/|openssl/)"
+check "store/ must depend on common/ only" "$store_regex" "${store_files[@]}"
+
 # Third-party libraries stay in their layer.
 mapfile -t not_store < <(printf '%s\n' "${all_files[@]}" | grep -Ev '^(store|tests)/' || true)
 check "LMDB belongs to store/" "${INC}<lmdb\.h>" "${not_store[@]}"
