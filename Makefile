@@ -37,6 +37,7 @@ soak: release
 
 bench: release
 	$(RELEASE)/raft_bench
+	$(RELEASE)/store_bench --dir $(RELEASE)/store_bench.d
 
 format:
 	bash scripts/check-format.sh --fix
