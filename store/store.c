@@ -805,6 +805,7 @@ void store_reader_free(struct store_reader *r)
         return;
     }
     struct store *s = r->s;
+    store_reader_unpin(r);
     pthread_rwlock_rdlock(&s->state.lock);
     if (r->txn != NULL) {
         mdb_txn_abort(r->txn);
@@ -855,6 +856,10 @@ static void read_txn_end(struct store__env *e, MDB_txn *txn)
 
 int store__read_begin(struct store_reader *r, MDB_txn **txn)
 {
+    if (r->pinned) {
+        *txn = r->txn;
+        return 0;
+    }
     int rc = read_txn_begin(&r->s->state, &r->txn);
 
     *txn = r->txn;
@@ -863,7 +868,27 @@ int store__read_begin(struct store_reader *r, MDB_txn **txn)
 
 void store__read_end(struct store_reader *r)
 {
-    read_txn_end(&r->s->state, r->txn);
+    if (!r->pinned) {
+        read_txn_end(&r->s->state, r->txn);
+    }
+}
+
+int store_reader_pin(struct store_reader *r)
+{
+    if (r->pinned) {
+        return LATCH_ESTATE;
+    }
+    int rc = read_txn_begin(&r->s->state, &r->txn);
+    r->pinned = rc == 0;
+    return rc;
+}
+
+void store_reader_unpin(struct store_reader *r)
+{
+    if (r->pinned) {
+        r->pinned = false;
+        read_txn_end(&r->s->state, r->txn);
+    }
 }
 
 int store__raft_read_begin(struct store_reader *r, MDB_txn **txn)
@@ -919,6 +944,22 @@ int store__current_rev(struct store *s, MDB_txn *txn, int64_t *rev)
     return rc;
 }
 
+int store__reader_rev(struct store_reader *r, MDB_txn *txn, int64_t *rev)
+{
+    uint64_t id = (uint64_t)mdb_txn_id(txn);
+
+    if (id != 0 && id == r->rev_txnid) {
+        *rev = r->rev;
+        return 0;
+    }
+    int rc = store__current_rev(r->s, txn, rev);
+    if (rc == 0) {
+        r->rev_txnid = id;
+        r->rev = *rev;
+    }
+    return rc;
+}
+
 void store__readers_drop_txns(struct store *s)
 {
     /* The new state.mdb numbers its transactions afresh: forget the published pair. */
@@ -929,6 +970,7 @@ void store__readers_drop_txns(struct store *s)
             mdb_txn_abort(r->txn);
             r->txn = NULL;
         }
+        r->rev_txnid = 0; /* transaction ids of the new state.mdb start afresh */
     }
     pthread_mutex_unlock(&s->readers_lock);
 }

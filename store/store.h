@@ -186,6 +186,18 @@ struct store_reader;
 int store_reader_new(struct store *s, struct store_reader **out); /* LATCH_ENOMEM, LATCH_EIO */
 void store_reader_free(struct store_reader *r);                   /* NULL is ignored */
 
+/*
+ * Pins one snapshot for every read call on r until store_reader_unpin: the calls in
+ * between see the same revision and skip the per-call transaction setup. The server pins
+ * once per event-loop turn to answer the reads of that turn together. Keep pins short: a
+ * pinned snapshot keeps LMDB from reusing pages written since, and it holds off map growth
+ * and snapshot installs on the storage thread until unpinned. Never pin across a wait, and
+ * never on the thread that writes (it would wait on its own pin to grow the map).
+ * Not nestable (LATCH_ESTATE when already pinned); also LATCH_EIO.
+ */
+int store_reader_pin(struct store_reader *r);
+void store_reader_unpin(struct store_reader *r); /* no-op when not pinned */
+
 struct store_status {
     int64_t revision;         /* current store revision */
     int64_t compact_revision; /* oldest readable revision; 0 when never compacted */

@@ -173,8 +173,11 @@ struct store {
 struct store_reader {
     struct store *s;
     struct store_reader *prev, *next; /* in s->readers */
-    MDB_txn *txn;      /* state.mdb read txn, reset between calls; NULL: begin a new one */
-    MDB_txn *raft_txn; /* raft.mdb read txn for store_space; same life */
+    MDB_txn *txn;       /* state.mdb read txn, reset between calls; NULL: begin a new one */
+    MDB_txn *raft_txn;  /* raft.mdb read txn for store_space; same life */
+    bool pinned;        /* store_reader_pin: txn stays open, state.lock stays held shared */
+    uint64_t rev_txnid; /* store__reader_rev's cache: the revision of snapshot rev_txnid */
+    int64_t rev;
 };
 
 /* Maps an LMDB return code: MDB_NOTFOUND -> LATCH_ENOTFOUND, MDB_MAP_FULL ->
@@ -220,6 +223,9 @@ int store__state_env_open(struct store *s, char *errmsg, size_t errmsg_size);
  * the data txn sees, which is what makes a header revision a safe watch start.
  */
 int store__current_rev(struct store *s, MDB_txn *txn, int64_t *rev);
+
+/* store__current_rev cached per reader for its snapshot (a pinned reader asks often). */
+int store__reader_rev(struct store_reader *r, MDB_txn *txn, int64_t *rev);
 
 /* Publishes (txnid, rev) after store_apply committed; invalidates with txnid 0. */
 void store__rev_publish(struct store *s, uint64_t txnid, int64_t rev);

@@ -483,12 +483,14 @@ static int put_plan_existing(struct store__w *w,
 static int put_plan(struct store__w *w,
                     const struct store_put_req *q,
                     MDB_cursor *c,
+                    bool positioned,
                     struct store_put_result *res,
                     struct put_plan *pl)
 {
     MDB_val k = {.mv_size = q->key_len, .mv_data = (void *)q->key};
     MDB_val d;
-    int rc = mdb_cursor_get(c, &k, &d, MDB_SET);
+    /* positioned: put_try_create left c on the existing key; no second descent. */
+    int rc = mdb_cursor_get(c, &k, &d, positioned ? MDB_GET_CURRENT : MDB_SET);
 
     memset(pl, 0, sizeof(*pl));
     pl->rec.mod_rev = store__w_rev(w);
@@ -565,10 +567,82 @@ static int put_finish(struct store__w *w, const struct store_put_req *q, const s
     return rc;
 }
 
+/*
+ * The create path with one descent of kv: MDB_NOOVERWRITE reserves the new record where
+ * the key belongs, or finds the existing key (nothing written, *created false, cursor c on
+ * the key). Only for puts without ignore_* flags (those must fail on a missing key before
+ * anything is written) and after the lease check. The record is filled before the next
+ * write (MDB_RESERVE's rule), then the event is appended.
+ */
+static int put_try_create(struct store__w *w,
+                          const struct store_put_req *q,
+                          MDB_cursor *c,
+                          struct put_plan *pl,
+                          bool *created)
+{
+    MDB_val k = {.mv_size = q->key_len, .mv_data = (void *)q->key};
+    MDB_val d = {.mv_size = STORE__KV_HDR + (size_t)q->value_len, .mv_data = NULL};
+
+    LATCH_ASSERT(!q->ignore_value && !q->ignore_lease);
+    *created = false;
+    int rc = mdb_cursor_put(c, &k, &d, MDB_NOOVERWRITE | MDB_RESERVE);
+    if (rc == MDB_KEYEXIST) {
+        return 0;
+    }
+    if (rc != 0) {
+        return store__mdb_err(rc);
+    }
+    *created = true;
+    memset(pl, 0, sizeof(*pl));
+    pl->rec.create_rev = pl->rec.mod_rev = store__w_rev(w);
+    pl->rec.version = 1;
+    pl->rec.lease = q->lease;
+    pl->rec.value = q->value;
+    pl->rec.value_len = q->value_len;
+    pl->rec.mod_sub = w->sub; /* the event appended below */
+    store__kvrec_encode_hdr(&pl->rec, d.mv_data);
+    if (q->value_len > 0) {
+        memcpy((uint8_t *)d.mv_data + STORE__KV_HDR, q->value, q->value_len);
+    }
+    rc = tomb_get(w->s, w->txn, q->key, q->key_len, &pl->prev_rev, &pl->prev_sub);
+    pl->tomb = rc == 0;
+    rc = rc == LATCH_ENOTFOUND ? 0 : rc;
+    if (rc != 0) {
+        return rc;
+    }
+    struct ev_body b = {.type = STORE_EVENT_PUT,
+                        .create_rev = pl->rec.create_rev,
+                        .version = 1,
+                        .lease = q->lease,
+                        .prev_rev = pl->prev_rev,
+                        .prev_sub = pl->prev_sub,
+                        .value = q->value,
+                        .value_len = q->value_len};
+    uint32_t sub = 0;
+    rc = hist_append(w, q->key, q->key_len, &b, &sub);
+    LATCH_ASSERTF(rc != 0 || sub == pl->rec.mod_sub, "event sub %u, record says %u", sub,
+                  pl->rec.mod_sub);
+    return rc;
+}
+
+/* An update (or any put with ignore_* flags): plan from the old record, then write. */
+static int put_update(struct store__w *w,
+                      const struct store_put_req *q,
+                      MDB_cursor *c,
+                      bool positioned,
+                      struct store_put_result *res,
+                      struct put_plan *pl)
+{
+    int rc = put_plan(w, q, c, positioned, res, pl);
+
+    return rc != 0 ? rc : put_write(w, q, c, pl);
+}
+
 int store__kv_put(struct store__w *w, const struct store_put_req *q, struct store_put_result *res)
 {
     MDB_cursor *c = NULL;
     struct put_plan pl;
+    bool created = false;
 
     LATCH_ASSERT(w != NULL && q != NULL);
     LATCH_ASSERT(w->txn != NULL);
@@ -582,13 +656,18 @@ int store__kv_put(struct store__w *w, const struct store_put_req *q, struct stor
     if (q->key_len > STORE_KEY_BYTES_MAX || q->value_len > STORE_VALUE_BYTES_MAX) {
         return LATCH_ETOOBIG;
     }
-    int rc = store__mdb_err(mdb_cursor_open(w->txn, w->s->kv, &c));
+    bool fast = !q->ignore_value && !q->ignore_lease;
+    int rc = fast && q->lease != 0 ? store__lease_exists(w->s, w->txn, q->lease) : 0;
+    rc = rc != 0 ? rc : store__mdb_err(mdb_cursor_open(w->txn, w->s->kv, &c));
     if (rc != 0) {
-        return rc;
+        return rc; /* etcd: "lease not found" before anything is written */
     }
-    rc = put_plan(w, q, c, res, &pl);
-    if (rc == 0) {
-        rc = put_write(w, q, c, &pl);
+    memset(&pl, 0, sizeof(pl));
+    if (fast) {
+        rc = put_try_create(w, q, c, &pl, &created);
+    }
+    if (rc == 0 && !created) {
+        rc = put_update(w, q, c, fast, res, &pl);
     }
     mdb_cursor_close(c);
     free(pl.value_copy);
@@ -1151,9 +1230,10 @@ int store__range(struct store *s,
 
 /* The current and (when want_compact) compacted revisions as meta records them. */
 static int
-read_revs(struct store *s, MDB_txn *txn, bool want_compact, int64_t *cur, int64_t *compact)
+read_revs(struct store_reader *r, MDB_txn *txn, bool want_compact, int64_t *cur, int64_t *compact)
 {
-    int rc = store__current_rev(s, txn, cur);
+    struct store *s = r->s;
+    int rc = store__reader_rev(r, txn, cur);
 
     *compact = 0;
     if (rc == 0 && want_compact) {
@@ -1182,7 +1262,7 @@ int store_range(struct store_reader *r,
         return rc;
     }
     /* A read at the current revision (<= 0) cannot be below the compaction point. */
-    rc = read_revs(r->s, txn, q->revision > 0, &cur, &compact);
+    rc = read_revs(r, txn, q->revision > 0, &cur, &compact);
     rc = rc != 0 ? rc : store__range(r->s, txn, cur, compact, q, a, out);
     store__read_end(r);
     if (rc == 0 && header_revision != NULL) {
@@ -1430,7 +1510,7 @@ int store_history(struct store_reader *r,
     }
     h.s = r->s;
     h.txn = txn;
-    rc = read_revs(r->s, txn, true, &cur, &compact);
+    rc = read_revs(r, txn, true, &cur, &compact);
     if (rc == 0 && q->start_revision < compact) {
         rc = LATCH_ECOMPACTED;
     }

@@ -499,7 +499,12 @@ static void bench_puts(const struct opts *o,
 /* Reads                                                                              */
 /* ---------------------------------------------------------------------------------- */
 
-static double store_gets(const struct opts *o, struct store *s)
+/* GETS_PER_PIN gets share one snapshot in the pinned runs: a server loop turn's reads. */
+#define GETS_PER_PIN 64
+
+/* Point gets through store_range; per_pin 0: each call its own snapshot, else
+ * store_reader_pin around every per_pin gets. */
+static double store_gets(const struct opts *o, struct store *s, size_t per_pin)
 {
     struct store_reader *r;
     struct latch_arena a;
@@ -515,18 +520,24 @@ static double store_gets(const struct opts *o, struct store *s)
         if ((i & 1023) == 0) {
             latch_arena_reset(&a);
         }
+        if (per_pin > 0 && i % per_pin == 0) {
+            store_reader_unpin(r);
+            check(store_reader_pin(r), "store_reader_pin");
+        }
         check(store_range(r, &q, &a, &res, NULL), "store_range");
         if (res.kvs_count != 1 || res.kvs[0].value_len != VALUE_BYTES) {
             die("store_range: key missing", 0);
         }
     }
+    store_reader_unpin(r);
     double t = now_s() - t0;
     latch_arena_close(&a);
     store_reader_free(r);
     return t;
 }
 
-static double raw_gets(const struct opts *o, MDB_env *env, MDB_dbi dbi)
+/* The same gets on raw LMDB: mdb_txn_renew/reset around every per_txn gets. */
+static double raw_gets(const struct opts *o, MDB_env *env, MDB_dbi dbi, size_t per_txn)
 {
     uint8_t key[KEY_BYTES + 1];
     MDB_txn *txn;
@@ -538,49 +549,18 @@ static double raw_gets(const struct opts *o, MDB_env *env, MDB_dbi dbi)
         key_make(key, (uint32_t)(rng_next() % o->puts));
         MDB_val k = {.mv_size = KEY_BYTES, .mv_data = key};
         MDB_val v;
-        check(mdb_txn_renew(txn), "mdb_txn_renew");
+        if (i % per_txn == 0) {
+            if (i > 0) {
+                mdb_txn_reset(txn);
+            }
+            check(mdb_txn_renew(txn), "mdb_txn_renew");
+        }
         check(mdb_get(txn, dbi, &k, &v), "mdb_get");
         if (v.mv_size != VALUE_BYTES) {
             die("mdb_get: wrong value", 0);
         }
-        mdb_txn_reset(txn);
     }
-    double t = now_s() - t0;
-    mdb_txn_abort(txn);
-    return t;
-}
-
-/*
- * The breakdown of a store get: the LMDB calls store_range makes, done raw — a shared
- * rwlock around the txn, renew, two meta lookups (revision and compaction point), a
- * cursor SET_KEY on the kv dbi, reset — without store/'s own code.
- */
-static double raw_store_like_gets(const struct opts *o, MDB_env *env, MDB_dbi dbi)
-{
-    uint8_t key[KEY_BYTES + 1];
-    pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
-    MDB_txn *txn;
-    MDB_cursor *c;
-
-    check(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "mdb_txn_begin");
     mdb_txn_reset(txn);
-    double t0 = now_s();
-    for (size_t i = 0; i < o->gets; i++) {
-        key_make(key, (uint32_t)(rng_next() % o->puts));
-        MDB_val k = {.mv_size = KEY_BYTES, .mv_data = key};
-        MDB_val v;
-        pthread_rwlock_rdlock(&lock);
-        check(mdb_txn_renew(txn), "mdb_txn_renew");
-        for (int m = 0; m < 2; m++) { /* stand-ins for the two meta lookups */
-            MDB_val mk = {.mv_size = KEY_BYTES, .mv_data = key};
-            check(mdb_get(txn, dbi, &mk, &v), "mdb_get");
-        }
-        check(mdb_cursor_open(txn, dbi, &c), "mdb_cursor_open");
-        check(mdb_cursor_get(c, &k, &v, MDB_SET_KEY), "mdb_cursor_get");
-        mdb_cursor_close(c);
-        mdb_txn_reset(txn);
-        pthread_rwlock_unlock(&lock);
-    }
     double t = now_s() - t0;
     mdb_txn_abort(txn);
     return t;
@@ -588,25 +568,23 @@ static double raw_store_like_gets(const struct opts *o, MDB_env *env, MDB_dbi db
 
 static void bench_gets(const struct opts *o, struct store *s, MDB_env *env, MDB_dbi dbi)
 {
-    double ts = 1e9;
-    double tr = 1e9;
-    double tl = 1e9;
+    double ts = 1e9, tr = 1e9, tsp = 1e9, trp = 1e9;
     double n = (double)o->gets;
 
     for (size_t r = 0; r < o->rounds; r++) { /* best of rounds, interleaved */
-        ts = min_d(ts, store_gets(o, s));
-        tr = min_d(tr, raw_gets(o, env, dbi));
-        tl = min_d(tl, raw_store_like_gets(o, env, dbi));
+        ts = min_d(ts, store_gets(o, s, 0));
+        tr = min_d(tr, raw_gets(o, env, dbi, 1));
+        tsp = min_d(tsp, store_gets(o, s, GETS_PER_PIN));
+        trp = min_d(trp, raw_gets(o, env, dbi, GETS_PER_PIN));
     }
-
-    printf("point gets: %zu random keys of %zu, one short read txn each, one core; best of "
-           "%zu rounds\n",
-           o->gets, o->puts, o->rounds);
-    printf("  store %.0f gets/s (%.2f us each), raw %.0f gets/s (%.2f us), ratio %.1f%%\n", n / ts,
-           ts * 1e6 / n, n / tr, tr * 1e6 / n, 100.0 * tr / ts);
-    printf("  breakdown: raw making store_range's LMDB calls (rwlock, renew, 3 lookups, "
-           "cursor): %.0f gets/s (%.2f us)\n",
-           n / tl, tl * 1e6 / n);
+    printf("point gets: %zu random keys of %zu, one core; best of %zu rounds\n", o->gets, o->puts,
+           o->rounds);
+    printf("  one snapshot per get:      store %.0f gets/s (%.2f us), raw %.0f gets/s (%.2f us), "
+           "ratio %.1f%%\n",
+           n / ts, ts * 1e6 / n, n / tr, tr * 1e6 / n, 100.0 * tr / ts);
+    printf("  one snapshot per %d gets:  store %.0f gets/s (%.2f us), raw %.0f gets/s (%.2f us), "
+           "ratio %.1f%% (store_reader_pin)\n",
+           GETS_PER_PIN, n / tsp, tsp * 1e6 / n, n / trp, trp * 1e6 / n, 100.0 * trp / tsp);
 }
 
 static void bench_range(const struct opts *o, struct store *s)
