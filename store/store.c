@@ -648,6 +648,7 @@ int store_open(const struct store_options *o, struct store **out, char *errmsg, 
         return LATCH_ENOMEM;
     }
     s->opt = *o;
+    latch_arena_init(&s->log_arena, 64 * 1024);
     snprintf(s->dir, sizeof(s->dir), "%s", o->dir);
     s->opt.dir = s->dir;
     rc = store_init_locks(s);
@@ -700,7 +701,7 @@ void store_close(struct store *s)
     env_close(&s->state);
     env_close(&s->raft);
     free(s->log_buf);
-    free(s->log_data);
+    latch_arena_close(&s->log_arena);
     pthread_mutex_destroy(&s->readers_lock);
     pthread_rwlock_destroy(&s->state.lock);
     pthread_rwlock_destroy(&s->raft.lock);
@@ -942,6 +943,16 @@ int store__current_rev(struct store *s, MDB_txn *txn, int64_t *rev)
         return LATCH_ECORRUPT;
     }
     return rc;
+}
+
+void store__log_changed(struct store *s)
+{
+    latch_arena_reset(&s->log_arena);
+}
+
+void store_log_release(struct store *s)
+{
+    latch_arena_reset(&s->log_arena);
 }
 
 int store__reader_rev(struct store_reader *r, MDB_txn *txn, int64_t *rev)

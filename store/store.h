@@ -149,8 +149,10 @@ int store_log_term(struct store *s, uint64_t index, uint64_t *term_out);
 
 /*
  * Entries [lo, hi), as many as fit in max_bytes of data but always at least one. *out
- * points at *count_out entries in a buffer the store owns; it and the data behind it are
- * valid until the next store_log_entries() call. Each entry's checksum is verified.
+ * points at *count_out entries copied into memory the store owns; they and their data stay
+ * valid until the log next changes (store_log_append, store_log_compact, a snapshot
+ * install), as struct raft_storage requires, so several calls may be in use at once. Each
+ * entry's checksum is verified.
  * Errors: LATCH_ECOMPACTED (lo < first), LATCH_EUNAVAILABLE (hi > last + 1), LATCH_EINVAL
  * (lo >= hi), LATCH_ECORRUPT, LATCH_ENOMEM.
  */
@@ -160,6 +162,13 @@ int store_log_entries(struct store *s,
                       uint64_t max_bytes,
                       const struct store_entry **out,
                       size_t *count_out);
+
+/*
+ * Releases the memory behind every entry store_log_entries has handed out. The server calls
+ * it after raft_advance(), when the core keeps no data pointer (consensus/raft.h), so what a
+ * follower's catch-up reads between two log changes cannot pile up. Raft thread only.
+ */
+void store_log_release(struct store *s);
 
 /*
  * Drops every entry at or below index and makes index the compaction point (its term is

@@ -152,12 +152,12 @@ struct store {
     MDB_dbi lease_keys;      /* id be64 -> user keys (MDB_DUPSORT) */
     MDB_dbi tree;            /* path -> tree record (hierarchy counters) */
 
-    /* Raft-thread scratch for store_log_entries and the log readers. */
+    /* Raft-thread state for store_log_entries and the log readers. What store_log_entries
+     * hands out lives in log_arena until the log next changes (store__log_changed). */
     MDB_txn *log_rtxn;
-    struct store_entry *log_buf;
+    struct store_entry *log_buf; /* scratch headers while reading */
     size_t log_buf_cap;
-    uint8_t *log_data;
-    size_t log_data_cap;
+    struct latch_arena log_arena;
 
     /* The revision of the newest committed state.mdb transaction, published by
      * store_apply so a read at the current revision need not look it up in meta
@@ -258,6 +258,10 @@ int store__log_record_snapshot(struct store *s, const struct store_snap_meta *m)
  * damaged or unreadable raft.mdb (LATCH_ECORRUPT, LATCH_EIO) instead of asserting: for
  * store_open, which must refuse such a file with an error. */
 int store__log_bounds(struct store *s, uint64_t *first, uint64_t *last);
+
+/* Every change of the log (append, compact, install) calls this first: the entries handed
+ * out by store_log_entries are released (their validity ends, as with raft_memstore). */
+void store__log_changed(struct store *s);
 
 /* Small fixed records in a meta DB. get: LATCH_ENOTFOUND when absent, LATCH_ECORRUPT when
  * the stored length differs from len. */

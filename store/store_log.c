@@ -360,7 +360,11 @@ int store_log_append(struct store *s,
         return 0;
     }
     struct store__append ap = {.s = s, .entries = entries, .n = n, .hs = hs};
-    return store__write(s, &s->raft, append_fn, &ap);
+    int rc = store__write(s, &s->raft, append_fn, &ap);
+    if (rc == 0 && n > 0) {
+        store__log_changed(s); /* after the write: entries may have come from the arena */
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -489,8 +493,8 @@ int store_log_term(struct store *s, uint64_t index, uint64_t *term_out)
     return rc;
 }
 
-/* Makes s->log_buf hold count entries and s->log_data bytes (contents kept). */
-static int scratch_reserve(struct store *s, size_t count, size_t bytes)
+/* Makes s->log_buf hold count entry headers (contents kept). */
+static int scratch_reserve(struct store *s, size_t count)
 {
     if (count > s->log_buf_cap) {
         size_t cap = s->log_buf_cap < 64 ? 64 : s->log_buf_cap;
@@ -504,23 +508,11 @@ static int scratch_reserve(struct store *s, size_t count, size_t bytes)
         s->log_buf = b;
         s->log_buf_cap = cap;
     }
-    if (bytes > s->log_data_cap || s->log_data == NULL) {
-        size_t cap = s->log_data_cap < 4096 ? 4096 : s->log_data_cap;
-        while (cap < bytes) {
-            cap *= 2;
-        }
-        uint8_t *d = realloc(s->log_data, cap);
-        if (d == NULL) {
-            return LATCH_ENOMEM;
-        }
-        s->log_data = d;
-        s->log_data_cap = cap;
-    }
     return 0;
 }
 
-/* Copies verified entries from lo on into the scratch buffers while the budget allows
- * (at least one). Data pointers are fixed up by the caller once log_data stops moving. */
+/* Copies verified entries from lo on while the budget allows (at least one): headers into
+ * the scratch array, data into s->log_arena, where it stays until the log next changes. */
 static int entries_copy(struct store *s,
                         MDB_txn *txn,
                         uint64_t lo,
@@ -548,9 +540,11 @@ static int entries_copy(struct store *s,
         if (rc != 0 || (count > 0 && bytes + e.len > max_bytes)) {
             break;
         }
-        rc = scratch_reserve(s, count + 1, bytes + e.len);
+        rc = scratch_reserve(s, count + 1);
+        const uint8_t *copy = rc == 0 ? latch_arena_dup(&s->log_arena, e.data, e.len) : NULL;
+        rc = rc == 0 && copy == NULL ? LATCH_ENOMEM : rc;
         if (rc == 0) {
-            memcpy(s->log_data + bytes, e.data, e.len);
+            e.data = copy;
             s->log_buf[count++] = e;
             bytes += e.len;
             if (lo + count < hi) {
@@ -597,13 +591,16 @@ int store_log_entries(struct store *s,
     }
     LATCH_ASSERTF(count >= 1 && count <= hi - lo, "%zu entries of [%llu, %llu)", count,
                   (unsigned long long)lo, (unsigned long long)hi);
-    size_t off = 0;
+    size_t total = 0;
     for (size_t i = 0; i < count; i++) {
-        s->log_buf[i].data = s->log_data + off;
-        off += s->log_buf[i].len;
+        total += s->log_buf[i].len;
     }
-    LATCH_ASSERT(off == bytes);
-    *out = s->log_buf;
+    LATCH_ASSERT(total == bytes);
+    /* The header array goes to the arena too: a later call must not overwrite it. */
+    *out = latch_arena_dup(&s->log_arena, s->log_buf, count * sizeof(*s->log_buf));
+    if (*out == NULL) {
+        return LATCH_ENOMEM;
+    }
     *count_out = count;
     return 0;
 }
@@ -674,7 +671,11 @@ int store_log_compact(struct store *s, uint64_t index)
     if (rc != 0) {
         return rc;
     }
-    return store__write(s, &s->raft, compact_fn, &ca);
+    rc = store__write(s, &s->raft, compact_fn, &ca);
+    if (rc == 0) {
+        store__log_changed(s);
+    }
+    return rc;
 }
 
 struct store__install_arg {
@@ -732,7 +733,11 @@ int store__log_install(struct store *s, const struct store_snap_meta *m)
     LATCH_ASSERT(s != NULL && m != NULL);
     LATCH_ASSERTF(m->conf_len <= STORE_CONF_BYTES_MAX, "conf_len %u", m->conf_len);
     struct store__install_arg ia = {.s = s, .m = m};
-    return store__write(s, &s->raft, install_fn, &ia);
+    int rc = store__write(s, &s->raft, install_fn, &ia);
+    if (rc == 0) {
+        store__log_changed(s);
+    }
+    return rc;
 }
 
 static int record_snapshot_fn(MDB_txn *txn, void *arg)

@@ -141,6 +141,41 @@ static void test_append_stores_copies_of_entries(void **state)
     assert_int_equal(out[0].data[3], 5);
 }
 
+/* struct raft_storage lets the core hold entries from several calls at once (one append
+ * message per follower in one ready): each call's entries stay valid until the log changes. */
+static void test_entries_of_several_calls_stay_valid_until_the_log_changes(void **state)
+{
+    struct lfx *f = *state;
+    const uint64_t terms[] = {1, 1, 2, 2, 3, 3};
+    const struct store_entry *a, *b;
+    size_t na = 0, nb = 0;
+    assert_int_equal(append_terms(f, 1, terms, 6, 16), 0);
+    assert_int_equal(store_log_entries(f->fx.s, 1, 4, UINT64_MAX, &a, &na), 0);
+    assert_int_equal(store_log_entries(f->fx.s, 4, 7, UINT64_MAX, &b, &nb), 0);
+    assert_int_equal(na, 3);
+    assert_int_equal(nb, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(a[i].index, 1 + i);
+        assert_int_equal(b[i].index, 4 + i);
+        for (uint32_t j = 0; j < 16; j++) {
+            assert_int_equal(a[i].data[j], (uint8_t)(a[i].index + a[i].term));
+            assert_int_equal(b[i].data[j], (uint8_t)(b[i].index + b[i].term));
+        }
+    }
+    /* Appending entries that came from the store itself is allowed. */
+    struct store_entry again[3];
+    memcpy(again, b, sizeof(again));
+    assert_int_equal(store_log_append(f->fx.s, again, 3, NULL), 0);
+    assert_int_equal(store_log_last_index(f->fx.s), 6);
+    /* Between log changes, store_log_release bounds the memory of repeated reads. */
+    for (int round = 0; round < 1000; round++) {
+        assert_int_equal(store_log_entries(f->fx.s, 1, 7, UINT64_MAX, &a, &na), 0);
+        assert_int_equal(na, 6);
+        store_log_release(f->fx.s);
+    }
+    assert_true(f->fx.s->log_arena.allocated_bytes == 0);
+}
+
 static void test_append_truncates_conflicting_suffix(void **state)
 {
     struct lfx *f = *state;
@@ -581,6 +616,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_new_log_is_empty),
         T(test_append_stores_copies_of_entries),
+        T(test_entries_of_several_calls_stay_valid_until_the_log_changes),
         T(test_append_truncates_conflicting_suffix),
         T(test_append_refuses_gaps_and_non_consecutive_batches),
         T(test_append_refuses_terms_going_back),
