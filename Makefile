@@ -4,6 +4,7 @@
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 DEBUG   := build/debug
 RELEASE := build/release
+TSAN    := build/tsan
 
 .PHONY: all deps debug release run test soak bench format clean
 
@@ -22,8 +23,13 @@ release: deps
 	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATCH_SANITIZE=""
 	cmake --build $(RELEASE) -j $(NPROC)
 
+# Everything under ASan+UBSan, then the threaded store test under ThreadSanitizer (the two
+# sanitizers cannot share a build; store/ is the only module with threads so far).
 test: debug
 	ctest --test-dir $(DEBUG) --output-on-failure -j $(NPROC)
+	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DLATCH_SANITIZE=thread
+	cmake --build $(TSAN) -j $(NPROC) --target test_threads
+	TSAN_OPTIONS=halt_on_error=1 $(TSAN)/test_threads
 
 run: release
 	$(RELEASE)/raft_sim --seed 1 --nodes 5 --steps 20000
