@@ -43,6 +43,12 @@ static int w_load(struct store__w *w, uint64_t applied[2])
         return rc == LATCH_ENOTFOUND ? LATCH_ECORRUPT : rc;
     }
     w->alarm_nospace = (store__get_le32(alarm) & STORE__ALARM_NOSPACE_BIT) != 0;
+    MDB_stat tomb_stat;
+    rc = store__mdb_err(mdb_stat(w->txn, s->tomb, &tomb_stat));
+    if (rc != 0) {
+        return rc;
+    }
+    w->tombs_possible = tomb_stat.ms_entries > 0;
     w->sub = 0;
     applied[0] = store__get_le64(rec);
     applied[1] = store__get_le64(rec + 8);
@@ -176,6 +182,9 @@ static int cmd_run(struct store__w *w, const struct store_cmd *c, struct store_r
     w->txn = child;
     rc = cmd_dispatch(w, c, res);
     w->txn = saved.txn;
+    /* A kv cursor opened in the child died with it; the parent's is still valid. */
+    w->kv_cur = saved.kv_cur;
+    w->kv_cur_txn = saved.kv_cur_txn;
     if (rc == 0) {
         rc = store__mdb_err(mdb_txn_commit(child));
         if (rc != 0) {

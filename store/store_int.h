@@ -333,6 +333,14 @@ struct store__w {
     int64_t compact_rev;
     int64_t lease_next; /* next id for a lease granted with id 0 */
     bool alarm_nospace;
+    /* False while the tomb table is known to be empty (it was at the start of the batch
+     * and nothing has been deleted since): a create then skips the tombstone lookup. */
+    bool tombs_possible;
+    /* The put path's cursor on kv, reused across the batch's puts in txn kv_cur_txn; LMDB
+     * frees it with that txn. Every use starts with a full search, so where an earlier
+     * command left it does not matter. NULL: open one when needed. */
+    MDB_cursor *kv_cur;
+    MDB_txn *kv_cur_txn;
 };
 
 /* Revision the events of the running command get. */

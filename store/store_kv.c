@@ -604,7 +604,9 @@ static int put_try_create(struct store__w *w,
     if (q->value_len > 0) {
         memcpy((uint8_t *)d.mv_data + STORE__KV_HDR, q->value, q->value_len);
     }
-    rc = tomb_get(w->s, w->txn, q->key, q->key_len, &pl->prev_rev, &pl->prev_sub);
+    rc = w->tombs_possible
+             ? tomb_get(w->s, w->txn, q->key, q->key_len, &pl->prev_rev, &pl->prev_sub)
+             : LATCH_ENOTFOUND;
     pl->tomb = rc == 0;
     rc = rc == LATCH_ENOTFOUND ? 0 : rc;
     if (rc != 0) {
@@ -658,10 +660,15 @@ int store__kv_put(struct store__w *w, const struct store_put_req *q, struct stor
     }
     bool fast = !q->ignore_value && !q->ignore_lease;
     int rc = fast && q->lease != 0 ? store__lease_exists(w->s, w->txn, q->lease) : 0;
-    rc = rc != 0 ? rc : store__mdb_err(mdb_cursor_open(w->txn, w->s->kv, &c));
+    if (rc == 0 && (w->kv_cur == NULL || w->kv_cur_txn != w->txn)) {
+        rc = store__mdb_err(mdb_cursor_open(w->txn, w->s->kv, &w->kv_cur));
+        w->kv_cur_txn = rc == 0 ? w->txn : NULL;
+        w->kv_cur = rc == 0 ? w->kv_cur : NULL;
+    }
     if (rc != 0) {
         return rc; /* etcd: "lease not found" before anything is written */
     }
+    c = w->kv_cur;
     memset(&pl, 0, sizeof(pl));
     if (fast) {
         rc = put_try_create(w, q, c, &pl, &created);
@@ -669,8 +676,7 @@ int store__kv_put(struct store__w *w, const struct store_put_req *q, struct stor
     if (rc == 0 && !created) {
         rc = put_update(w, q, c, fast, res, &pl);
     }
-    mdb_cursor_close(c);
-    free(pl.value_copy);
+    free(pl.value_copy); /* c stays open for the batch's next put */
     if (rc == 0) {
         rc = put_finish(w, q, &pl);
     }
@@ -711,6 +717,7 @@ static int delete_current(
     MDB_val tk = {.mv_size = key_len, .mv_data = key};
     MDB_val tv = {.mv_size = sizeof(tomb), .mv_data = tomb};
     rc = store__mdb_err(mdb_put(w->txn, w->s->tomb, &tk, &tv, 0));
+    w->tombs_possible = true;
     if (rc == 0 && old.lease != 0) {
         rc = store__lease_attach(w, key, key_len, old.lease, 0);
     }

@@ -559,6 +559,40 @@ static void test_mixed_batch_reports_each_item(void **state)
     assert_int_equal(status(f).applied_index, 5);
 }
 
+/* Put, delete and put again of one key in ONE batch that started with no tombstones: the
+ * second create must still find the delete's tombstone, or the history behind it is cut
+ * off (a read at the first put's revision would see nothing). */
+static void test_recreate_in_the_same_batch_keeps_the_history_behind_it(void **state)
+{
+    struct fx *f = *state;
+    struct enc e1, e2, e3;
+    enc_put(&e1, "r", "first", 0);
+    struct store_op del = {.type = STORE_OP_DELETE};
+    del.u.del = (struct store_delete_req){.key = B("r"), .key_len = 1};
+    struct store_cmd dc = {.type = STORE_CMD_TXN};
+    dc.u.txn.success = &del;
+    dc.u.txn.success_count = 1;
+    enc_cmd(&e2, &dc);
+    enc_put(&e3, "r", "second", 0);
+    struct store_apply_item items[3] = {cmd_item(1, &e1), cmd_item(2, &e2), cmd_item(3, &e3)};
+    struct store_result res[3];
+    assert_int_equal(store_apply(f->s, items, 3, &f->arena, res), 0);
+    assert_int_equal(res[2].revision, 4);
+    struct store_range_req q = {.key = B("r"), .key_len = 1, .revision = 2};
+    struct store_range_result out;
+    assert_int_equal(store_range(f->r, &q, &f->arena, &out, NULL), 0);
+    assert_int_equal(out.kvs_count, 1);
+    assert_memory_equal(out.kvs[0].value, "first", 5);
+    q.revision = 3;
+    assert_int_equal(store_range(f->r, &q, &f->arena, &out, NULL), 0);
+    assert_int_equal(out.kvs_count, 0);
+    q.revision = 4;
+    assert_int_equal(store_range(f->r, &q, &f->arena, &out, NULL), 0);
+    assert_int_equal(out.kvs_count, 1);
+    assert_int_equal(out.kvs[0].create_revision, 4);
+    assert_int_equal(out.kvs[0].version, 1);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -582,6 +616,7 @@ int main(void)
         T(test_lease_results_for_grant_revoke_and_checkpoint),
         T(test_tree_results_for_create_and_delete),
         T(test_mixed_batch_reports_each_item),
+        T(test_recreate_in_the_same_batch_keeps_the_history_behind_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
