@@ -5,8 +5,13 @@ NPROC   := $(shell nproc 2>/dev/null || echo 2)
 DEBUG   := build/debug
 RELEASE := build/release
 TSAN    := build/tsan
+FUZZ    := build/fuzz
+# Seconds per fuzz target: bounded in make test, long in make fuzz.
+FUZZ_TEST_SECONDS := 20
+FUZZ_SECONDS      ?= 600
+FUZZ_TARGETS      := store_cmd
 
-.PHONY: all deps debug release run test soak bench format clean
+.PHONY: all deps debug release run test soak bench format clean fuzz fuzz-build
 
 all: debug
 
@@ -30,6 +35,23 @@ test: debug
 	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DLATCH_SANITIZE=thread
 	cmake --build $(TSAN) -j $(NPROC) --target test_threads
 	TSAN_OPTIONS=halt_on_error=1 $(TSAN)/test_threads
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS)
+
+# libFuzzer (clang, ASan+UBSan) in its own tree. Each target starts from its committed seeds
+# (tests/fuzz/corpus/<x>, read only) and keeps what it finds in $(FUZZ)/corpus-<x>; a crash
+# leaves its input in $(FUZZ)/ and fails the run.
+fuzz-build: deps
+	cmake -S . -B $(FUZZ) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+	    -DLATCH_FUZZ=ON -DLATCH_SANITIZE="address;undefined"
+	cmake --build $(FUZZ) -j $(NPROC) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
+	for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ)/corpus-$$t && \
+	    $(FUZZ)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	        -print_final_stats=1 -artifact_prefix=$(FUZZ)/ \
+	        $(FUZZ)/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
 
 run: release
 	$(RELEASE)/raft_sim --seed 1 --nodes 5 --steps 20000

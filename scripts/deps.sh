@@ -15,6 +15,8 @@ PACKAGES=(
     liblmdb-dev
     libssl-dev
     libuv1-dev
+    clang
+    libclang-rt-14-dev
 )
 
 missing=()
