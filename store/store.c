@@ -111,6 +111,8 @@ int store__meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, void *buf, size
 {
     MDB_val k = name_val(name);
     MDB_val v;
+    LATCH_ASSERT(txn != NULL && buf != NULL);
+    LATCH_ASSERTF(len > 0 && len <= STORE_CONF_BYTES_MAX, "meta record of %zu bytes", len);
     int rc = mdb_get(txn, dbi, &k, &v);
 
     if (rc != 0) {
@@ -685,6 +687,8 @@ int store_open(const struct store_options *o, struct store **out, char *errmsg, 
         store_close(s);
         return rc;
     }
+    LATCH_ASSERT(s->raft.env != NULL && s->state.env != NULL);
+    LATCH_ASSERT(s->raft.map_bytes > 0 && s->state.map_bytes > 0);
     *out = s;
     return 0;
 }
@@ -725,6 +729,8 @@ static int env_grow(struct store *s, struct store__env *e)
     if (next > s->opt.map_bytes_max) {
         next = s->opt.map_bytes_max;
     }
+    LATCH_ASSERTF(next > e->map_bytes, "map %llu cannot grow to %llu",
+                  (unsigned long long)e->map_bytes, (unsigned long long)next);
     pthread_rwlock_wrlock(&e->lock);
     int rc = mdb_env_set_mapsize(e->env, (size_t)next);
     pthread_rwlock_unlock(&e->lock);
@@ -742,6 +748,8 @@ int store__write(struct store *s,
                  int (*fn)(MDB_txn *txn, void *arg),
                  void *arg)
 {
+    LATCH_ASSERT(s != NULL && fn != NULL);
+    LATCH_ASSERTF(e == &s->raft || e == &s->state, "write to a foreign env of %s", s->dir);
     for (;;) {
         MDB_txn *txn;
         int rc = store_failed(s);
@@ -806,6 +814,7 @@ void store_reader_free(struct store_reader *r)
         return;
     }
     struct store *s = r->s;
+    LATCH_ASSERT(s != NULL);
     store_reader_unpin(r);
     pthread_rwlock_rdlock(&s->state.lock);
     if (r->txn != NULL) {
@@ -850,7 +859,7 @@ static int read_txn_begin(struct store__env *e, MDB_txn **txn)
 
 static void read_txn_end(struct store__env *e, MDB_txn *txn)
 {
-    LATCH_ASSERT(txn != NULL);
+    LATCH_ASSERT(txn != NULL && e->env != NULL);
     mdb_txn_reset(txn);
     pthread_rwlock_unlock(&e->lock);
 }
@@ -876,6 +885,7 @@ void store__read_end(struct store_reader *r)
 
 int store_reader_pin(struct store_reader *r)
 {
+    LATCH_ASSERT(r != NULL && r->s != NULL);
     if (r->pinned) {
         return LATCH_ESTATE;
     }
