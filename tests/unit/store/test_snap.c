@@ -440,6 +440,76 @@ static void test_snapshot_install_reproduces_state_and_resets_log(void **state)
     fx_teardown(&b);
 }
 
+/* Header revision of a single-key range through r. */
+static int64_t header_rev(struct store_reader *r, struct latch_arena *a, const char *key)
+{
+    struct store_range_req q = {.key = B(key), .key_len = (uint32_t)strlen(key)};
+    struct store_range_result out;
+    int64_t hdr = 0;
+    assert_int_equal(store_range(r, &q, a, &out, &hdr), 0);
+    return hdr;
+}
+
+/* Snapshot stream of c's current state. */
+static uint8_t *snapshot_of(struct fx *c, size_t *len, struct store_snap_meta *meta)
+{
+    char path[1024];
+    struct store_snap_meta created;
+    assert_int_equal(store_snapshot_create(c->s, &created, path, sizeof(path)), 0);
+    return stream_read(c->s, path, 4096, len, meta);
+}
+
+/*
+ * A compacted copy numbers its LMDB transactions from 1 again, so after two installs the
+ * same transaction id names two different states. A reader's cached revision and the
+ * published one belong to the old file and must be forgotten at an install, or a header
+ * revision would come from the previous state.
+ */
+static void test_header_revision_after_install_is_the_snapshots(void **state)
+{
+    (void)state;
+    struct fx a, b, c;
+    struct store_snap_meta m1, m2;
+    struct latch_arena ar;
+    size_t len1, len2;
+    uint8_t *s1 = source_snapshot(&a, &len1, &m1);
+    int64_t rev1 = fx_rev(&a);
+
+    fx_setup(&c);
+    populate(&c);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(fx_put(&c, "more", "z", 0), 0);
+    }
+    uint8_t *s2 = snapshot_of(&c, &len2, &m2);
+    int64_t rev2 = fx_rev(&c);
+    assert_true(m2.index > m1.index + 1);
+
+    latch_arena_init(&ar, 0);
+    fx_setup(&b);
+    struct store_reader *other;
+    assert_int_equal(store_reader_new(b.s, &other), 0);
+    assert_int_equal(stream_install(b.s, s1, len1, 4096, NULL), 0);
+    b.next_index = m1.index + 1;
+    assert_int_equal(fx_put(&b, "x", "1", 0), 0); /* the new file's second transaction */
+    assert_int_equal(header_rev(other, &ar, "x"), rev1 + 1);
+    assert_int_equal(header_rev(b.r, &ar, "x"), rev1 + 1);
+
+    assert_int_equal(stream_install(b.s, s2, len2, 4096, NULL), 0);
+    assert_int_equal(header_rev(other, &ar, "more"), rev2);
+    b.next_index = m2.index + 1;
+    assert_int_equal(fx_put(&b, "y", "1", 0), 0); /* again the second transaction */
+    assert_int_equal(header_rev(other, &ar, "y"), rev2 + 1);
+    assert_int_equal(header_rev(b.r, &ar, "y"), rev2 + 1);
+
+    store_reader_free(other);
+    latch_arena_close(&ar);
+    free(s1);
+    free(s2);
+    fx_teardown(&a);
+    fx_teardown(&b);
+    fx_teardown(&c);
+}
+
 /* Installs a damaged stream on a fresh populated-elsewhere store b and checks it is
  * refused with err and b unchanged. */
 static void expect_refused(const uint8_t *buf, size_t len, int err)
@@ -788,6 +858,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_snapshot_header_matches_applied_state),
         cmocka_unit_test(test_snapshot_install_reproduces_state_and_resets_log),
+        cmocka_unit_test(test_header_revision_after_install_is_the_snapshots),
         cmocka_unit_test(test_snapshot_install_refuses_damaged_header),
         cmocka_unit_test(test_snapshot_install_refuses_damaged_data),
         cmocka_unit_test(test_snapshot_install_refuses_truncated_or_overlong_stream),
