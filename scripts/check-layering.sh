@@ -81,7 +81,8 @@ check "store/ must depend on common/ only" "$store_regex" "${store_files[@]}"
 mapfile -t not_store < <(printf '%s\n' "${all_files[@]}" | grep -Ev '^(store|tests)/' || true)
 check "LMDB belongs to store/" "${INC}<lmdb\.h>" "${not_store[@]}"
 mapfile -t not_api < <(printf '%s\n' "${all_files[@]}" |
-    grep -Ev '^(api|jepsen|tests/unit/api|tests/fuzz)/' || true)
-check "HTTP/2 and TLS belong to api/" "${INC}<(nghttp2|openssl)/" "${not_api[@]}"
+    grep -Ev '^(api|jepsen|tests/unit/api[^/]*|tests/fuzz)/' || true)
+check "HTTP/2, TLS and protobuf belong to api/" "${INC}<(nghttp2|openssl|protobuf-c)/" \
+    "${not_api[@]}"
 
 exit $bad

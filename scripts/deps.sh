@@ -17,6 +17,9 @@ PACKAGES=(
     libuv1-dev
     clang
     libclang-rt-14-dev
+    protobuf-compiler
+    python3-protobuf
+    golang-etcd-server-dev
 )
 
 missing=()
