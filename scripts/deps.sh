@@ -20,6 +20,7 @@ PACKAGES=(
     protobuf-compiler
     python3-protobuf
     golang-etcd-server-dev
+    python3-grpcio
 )
 
 missing=()

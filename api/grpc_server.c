@@ -1,0 +1,802 @@
+/*
+ * grpc_server.c — unary gRPC over h2c on libuv + nghttp2 (see grpc_server.h).
+ *
+ * Ownership and lifetimes:
+ *  - struct api_server owns the listener, the method table and the list of connections; it
+ *    is freed once the listener and every connection have reported their close callbacks.
+ *  - struct api_conn owns its nghttp2 session and is freed in its TCP close callback. Each
+ *    pending uv_write owns its buffer and frees it in the write callback, which libuv runs
+ *    (with UV_ECANCELED if need be) before the close callback.
+ *  - struct api_call is reference counted: one reference belongs to the nghttp2 stream
+ *    (dropped in on_stream_close, or when the connection goes away, since
+ *    nghttp2_session_del runs no callbacks), one to the handler from dispatch until it
+ *    answers. A call whose stream is gone is "dead" (call->conn == NULL): answering it sends
+ *    nothing and just drops the handler's reference. The response buffer lives in the call,
+ *    so it stays valid for the data provider until the stream closes.
+ *  - Responses are submitted only when the handler answers (rather than submitting headers
+ *    early and returning NGHTTP2_ERR_DEFERRED from the provider): that keeps every error a
+ *    trailers-only response even when it is decided late.
+ *  - nghttp2 must not be re-entered from its own callbacks, so flushes requested while
+ *    nghttp2_session_mem_recv runs are skipped; the read callback flushes afterwards.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "grpc_server.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+#include <uv.h>
+
+#include "grpc_wire.h"
+#include "latch_assert.h"
+#include "latch_error.h"
+#include "latch_log.h"
+
+/* Encoded grpc-message cap: C-core clients allow 8 KiB for a whole header list. */
+#define API_GRPC_MESSAGE_ENCODED_MAX 2048
+
+#define API_SERVER_MAX_CONCURRENT_STREAMS 100
+#define API_SERVER_INITIAL_WINDOW_SIZE    (1 << 20)
+#define API_SERVER_CONN_WINDOW_SIZE       (16 << 20)
+#define API_SERVER_READ_BUF_SIZE          65536
+
+struct api_method {
+    struct api_method *next;
+    api_unary_fn handler;
+    void *data; /* borrowed from the registrant */
+    char path[API_SERVER_PATH_MAX + 1];
+};
+
+struct api_conn {
+    struct api_conn *prev, *next; /* in server->conns */
+    struct api_server *server;
+    uv_tcp_t tcp;
+    nghttp2_session *session; /* owned; deleted in the close callback */
+    struct api_call *calls;   /* streams with a call object, linked through call->prev/next */
+    size_t writes_pending;
+    bool in_recv;       /* inside nghttp2_session_mem_recv: do not flush */
+    bool close_pending; /* close once writes drain */
+    bool closing;       /* uv_close issued */
+    uint8_t rbuf[API_SERVER_READ_BUF_SIZE];
+};
+
+struct api_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    size_t max_recv_msg_size;
+    struct api_method *methods;
+    struct api_conn *conns;
+    size_t handles_open; /* listener + connections not yet through their close callbacks */
+    bool listening;
+    bool closing;
+    api_server_close_cb done_cb;
+};
+
+struct api_call {
+    struct api_call *prev, *next; /* in conn->calls while the stream lives */
+    struct api_conn *conn;        /* NULL once dead */
+    int32_t stream_id;
+    int refs;
+    bool dispatched;
+    bool answered;
+    bool has_timeout;
+    bool have_msg;
+    uint64_t timeout_ms;
+    char path[API_SERVER_PATH_MAX + 1];
+    bool path_too_long;
+    struct api_grpc_decoder dec;
+    uint8_t *in_buf; /* owned; decoder storage, allocated at the first DATA */
+    const uint8_t *msg;
+    size_t msg_len;
+    int err_status; /* 0 or the grpc-status decided while reading */
+    char err_msg[API_GRPC_TOO_LARGE_MESSAGE_MAX];
+    uint8_t *out; /* owned; prefix + response message */
+    size_t out_len;
+    size_t out_off;
+};
+
+struct api_write {
+    uv_write_t req;
+    struct api_conn *conn;
+    size_t len;
+    uint8_t bytes[];
+};
+
+static void conn_flush(struct api_conn *c);
+static void conn_close(struct api_conn *c);
+
+/* ---- calls ---------------------------------------------------------------------------- */
+
+static void call_unref(struct api_call *call)
+{
+    LATCH_ASSERT(call->refs > 0);
+    if (--call->refs > 0) {
+        return;
+    }
+    LATCH_ASSERT(call->conn == NULL);
+    free(call->in_buf);
+    free(call->out);
+    free(call);
+}
+
+/* Unlinks call from its connection (the stream is gone) and drops the stream's reference. */
+static void call_detach(struct api_call *call)
+{
+    struct api_conn *c = call->conn;
+    LATCH_ASSERT(c != NULL);
+    if (call->prev != NULL) {
+        call->prev->next = call->next;
+    } else {
+        c->calls = call->next;
+    }
+    if (call->next != NULL) {
+        call->next->prev = call->prev;
+    }
+    call->prev = call->next = NULL;
+    call->conn = NULL;
+    call->stream_id = 0;
+    call_unref(call);
+}
+
+const char *api_call_path(const struct api_call *call)
+{
+    return call->path;
+}
+
+bool api_call_timeout_ms(const struct api_call *call, uint64_t *ms_out)
+{
+    if (call->has_timeout && ms_out != NULL) {
+        *ms_out = call->timeout_ms;
+    }
+    return call->has_timeout;
+}
+
+bool api_call_is_alive(const struct api_call *call)
+{
+    return call->conn != NULL && !call->conn->closing;
+}
+
+static void call_finish_answer(struct api_call *call)
+{
+    struct api_conn *c = call->conn;
+    call_unref(call); /* the handler's reference; the stream's keeps call alive if needed */
+    if (c != NULL && !c->in_recv) {
+        conn_flush(c);
+    }
+}
+
+int api_call_fail(struct api_call *call, int grpc_status, const char *message)
+{
+    LATCH_ASSERT(!call->answered);
+    LATCH_ASSERTF(grpc_status > 0 && grpc_status < API_GRPC_STATUS_COUNT, "grpc_status=%d",
+                  grpc_status);
+    call->answered = true;
+    if (!api_call_is_alive(call)) {
+        call_unref(call);
+        return LATCH_ESTATE;
+    }
+    char status[12];
+    char encoded[API_GRPC_MESSAGE_ENCODED_MAX];
+    snprintf(status, sizeof(status), "%d", grpc_status);
+    encoded[0] = '\0';
+    if (message != NULL) {
+        api_grpc_message_encode(message, encoded, sizeof(encoded));
+    }
+    nghttp2_nv nva[] = {
+        {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"grpc-status", (uint8_t *)status, 11, strlen(status), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"grpc-message", (uint8_t *)encoded, 12, strlen(encoded), NGHTTP2_NV_FLAG_NONE},
+    };
+    size_t n = message != NULL ? 4 : 3;
+    int rc = 0;
+    int rv = nghttp2_submit_response(call->conn->session, call->stream_id, nva, n, NULL);
+    if (rv != 0) {
+        latch_log(LATCH_LOG_WARN, "grpc: submit error response on stream %d: %s", call->stream_id,
+                  nghttp2_strerror(rv));
+        nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE, call->stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+        rc = LATCH_ENOMEM;
+    }
+    call_finish_answer(call);
+    return rc;
+}
+
+static ssize_t data_read_cb(nghttp2_session *session,
+                            int32_t stream_id,
+                            uint8_t *buf,
+                            size_t length,
+                            uint32_t *data_flags,
+                            nghttp2_data_source *source,
+                            void *user_data)
+{
+    (void)user_data;
+    struct api_call *call = source->ptr;
+    size_t n = call->out_len - call->out_off;
+    if (n > length) {
+        n = length;
+    }
+    memcpy(buf, call->out + call->out_off, n);
+    call->out_off += n;
+    if (call->out_off == call->out_len) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        nghttp2_nv trailers[] = {
+            {(uint8_t *)"grpc-status", (uint8_t *)"0", 11, 1, NGHTTP2_NV_FLAG_NONE},
+        };
+        int rv = nghttp2_submit_trailer(session, stream_id, trailers, 1);
+        if (rv != 0) {
+            latch_log(LATCH_LOG_WARN, "grpc: submit trailer on stream %d: %s", stream_id,
+                      nghttp2_strerror(rv));
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+    }
+    return (ssize_t)n;
+}
+
+int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len)
+{
+    LATCH_ASSERT(!call->answered);
+    if (len > UINT32_MAX) {
+        api_call_fail(call, API_GRPC_STATUS_INTERNAL, "response message too large");
+        return LATCH_ETOOBIG;
+    }
+    call->answered = true;
+    if (!api_call_is_alive(call)) {
+        call_unref(call);
+        return LATCH_ESTATE;
+    }
+    int rc = 0;
+    call->out = malloc(API_GRPC_FRAME_HEADER_SIZE + len);
+    if (call->out == NULL) {
+        nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE, call->stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+        rc = LATCH_ENOMEM;
+        goto out_finish;
+    }
+    api_grpc_frame_header(call->out, (uint32_t)len);
+    if (len > 0) {
+        memcpy(call->out + API_GRPC_FRAME_HEADER_SIZE, resp, len);
+    }
+    call->out_len = API_GRPC_FRAME_HEADER_SIZE + len;
+    call->out_off = 0;
+    nghttp2_nv nva[] = {
+        {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+    };
+    nghttp2_data_provider prd;
+    prd.source.ptr = call;
+    prd.read_callback = data_read_cb;
+    int rv = nghttp2_submit_response(call->conn->session, call->stream_id, nva, 2, &prd);
+    if (rv != 0) {
+        latch_log(LATCH_LOG_WARN, "grpc: submit response on stream %d: %s", call->stream_id,
+                  nghttp2_strerror(rv));
+        nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE, call->stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+        rc = LATCH_ENOMEM;
+    }
+out_finish:
+    call_finish_answer(call);
+    return rc;
+}
+
+/* Runs on END_STREAM of the request: routes it, or answers the error found while reading. */
+static void call_dispatch(struct api_call *call)
+{
+    struct api_server *s = call->conn->server;
+    call->dispatched = true;
+    call->refs++; /* the handler's reference, given back by reply/fail */
+    if (call->err_status != 0) {
+        api_call_fail(call, call->err_status, call->err_msg);
+        return;
+    }
+    struct api_method *m = NULL;
+    if (!call->path_too_long) {
+        for (m = s->methods; m != NULL; m = m->next) {
+            if (strcmp(m->path, call->path) == 0) {
+                break;
+            }
+        }
+    }
+    if (m == NULL) {
+        api_call_fail(call, API_GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+        return;
+    }
+    if (!call->have_msg) {
+        api_call_fail(call, API_GRPC_STATUS_INTERNAL, "grpc: unary request without a message");
+        return;
+    }
+    m->handler(m->data, call, call->msg, call->msg_len);
+}
+
+/* ---- nghttp2 callbacks ---------------------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct api_conn *c = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        return 0;
+    }
+    struct api_call *call = calloc(1, sizeof(*call));
+    if (call == NULL) {
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+        return 0;
+    }
+    call->conn = c;
+    call->stream_id = frame->hd.stream_id;
+    call->refs = 1; /* the stream's */
+    call->next = c->calls;
+    if (c->calls != NULL) {
+        c->calls->prev = call;
+    }
+    c->calls = call;
+    nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
+    return 0;
+}
+
+static int on_header(nghttp2_session *session,
+                     const nghttp2_frame *frame,
+                     const uint8_t *name,
+                     size_t namelen,
+                     const uint8_t *value,
+                     size_t valuelen,
+                     uint8_t flags,
+                     void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        return 0;
+    }
+    struct api_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (call == NULL) {
+        return 0;
+    }
+    if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+        if (valuelen > API_SERVER_PATH_MAX) {
+            call->path_too_long = true;
+        } else {
+            memcpy(call->path, value, valuelen);
+            call->path[valuelen] = '\0';
+        }
+    } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
+        uint64_t ms;
+        if (api_grpc_timeout_parse((const char *)value, valuelen, &ms) == 0) {
+            call->has_timeout = true;
+            call->timeout_ms = ms;
+        }
+    }
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *session,
+                              uint8_t flags,
+                              int32_t stream_id,
+                              const uint8_t *data,
+                              size_t len,
+                              void *user_data)
+{
+    (void)flags;
+    struct api_conn *c = user_data;
+    struct api_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (call == NULL || call->err_status != 0 || len == 0) {
+        return 0;
+    }
+    if (call->have_msg) {
+        call->err_status = API_GRPC_STATUS_INTERNAL;
+        snprintf(call->err_msg, sizeof(call->err_msg), "%s",
+                 "grpc: unary request with more than one message");
+        return 0;
+    }
+    if (call->in_buf == NULL) {
+        size_t cap = c->server->max_recv_msg_size;
+        call->in_buf = malloc(cap);
+        if (call->in_buf == NULL) {
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+            return 0;
+        }
+        api_grpc_decoder_init(&call->dec, call->in_buf, cap);
+    }
+    size_t consumed = 0;
+    const uint8_t *msg = NULL;
+    size_t msg_len = 0;
+    int rv = api_grpc_decoder_feed(&call->dec, data, len, &consumed, &msg, &msg_len);
+    if (rv == 1) {
+        call->have_msg = true;
+        call->msg = msg;
+        call->msg_len = msg_len;
+        if (consumed < len) {
+            call->err_status = API_GRPC_STATUS_INTERNAL;
+            snprintf(call->err_msg, sizeof(call->err_msg), "%s",
+                     "grpc: unary request with more than one message");
+        }
+    } else if (rv == LATCH_ETOOBIG) {
+        call->err_status = API_GRPC_STATUS_RESOURCE_EXHAUSTED;
+        api_grpc_too_large_message(call->err_msg, sizeof(call->err_msg),
+                                   api_grpc_decoder_declared_len(&call->dec),
+                                   c->server->max_recv_msg_size);
+    } else if (rv == LATCH_EINVAL) {
+        if (api_grpc_decoder_flag(&call->dec) == 1) {
+            call->err_status = API_GRPC_STATUS_UNIMPLEMENTED;
+            snprintf(call->err_msg, sizeof(call->err_msg), "%s",
+                     "grpc: compressed message but no grpc-encoding is supported");
+        } else {
+            call->err_status = API_GRPC_STATUS_INTERNAL;
+            snprintf(call->err_msg, sizeof(call->err_msg), "%s",
+                     "grpc: invalid message compression flag");
+        }
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)user_data;
+    if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
+        return 0;
+    }
+    struct api_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (call == NULL || call->dispatched || call->conn == NULL) {
+        return 0;
+    }
+    if (call->in_buf != NULL && !call->have_msg && call->err_status == 0 &&
+        call->dec.hdr_len + call->dec.body_have > 0) {
+        call->err_status = API_GRPC_STATUS_INTERNAL;
+        snprintf(call->err_msg, sizeof(call->err_msg), "%s", "grpc: truncated request message");
+    }
+    call_dispatch(call);
+    return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    (void)error_code;
+    (void)user_data;
+    struct api_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (call != NULL) {
+        nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+        call_detach(call);
+    }
+    return 0;
+}
+
+/* ---- connections ---------------------------------------------------------------------- */
+
+static void server_handle_closed(struct api_server *s)
+{
+    LATCH_ASSERT(s->handles_open > 0);
+    if (--s->handles_open > 0 || !s->closing) {
+        return;
+    }
+    while (s->methods != NULL) {
+        struct api_method *m = s->methods;
+        s->methods = m->next;
+        free(m);
+    }
+    if (s->done_cb != NULL) {
+        s->done_cb(s);
+    }
+    free(s);
+}
+
+static void conn_close_cb(uv_handle_t *h)
+{
+    struct api_conn *c = h->data;
+    struct api_server *s = c->server;
+    if (c->session != NULL) {
+        nghttp2_session_del(c->session); /* runs no callbacks */
+    }
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        s->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    free(c);
+    server_handle_closed(s);
+}
+
+/* Closes the socket now (pending writes are cancelled); every live call becomes dead. */
+static void conn_close(struct api_conn *c)
+{
+    if (c->closing) {
+        return;
+    }
+    c->closing = true;
+    while (c->calls != NULL) {
+        call_detach(c->calls);
+    }
+    uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+}
+
+/* Closes once everything queued has been written (GOAWAY after a protocol error). */
+static void conn_close_after_writes(struct api_conn *c)
+{
+    c->close_pending = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->writes_pending == 0) {
+        conn_close(c);
+    }
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    struct api_write *w = req->data;
+    struct api_conn *c = w->conn;
+    free(w);
+    c->writes_pending--;
+    if (c->closing) {
+        return;
+    }
+    if (status < 0) {
+        latch_log(LATCH_LOG_DEBUG, "grpc: write failed: %s", uv_strerror(status));
+        conn_close(c);
+    } else if (c->close_pending && c->writes_pending == 0) {
+        conn_close(c);
+    }
+}
+
+/* Gathers everything nghttp2 has pending into one buffer and issues one uv_write. */
+static void conn_flush(struct api_conn *c)
+{
+    if (c->closing || c->in_recv) {
+        return;
+    }
+    struct api_write *w = NULL;
+    size_t cap = 0;
+    size_t len = 0;
+    for (;;) {
+        const uint8_t *p;
+        ssize_t n = nghttp2_session_mem_send(c->session, &p);
+        if (n < 0) {
+            latch_log(LATCH_LOG_WARN, "grpc: nghttp2 send: %s", nghttp2_strerror((int)n));
+            free(w);
+            conn_close(c);
+            return;
+        }
+        if (n == 0) {
+            break;
+        }
+        if (len + (size_t)n > cap) {
+            size_t ncap = cap == 0 ? 16384 : cap;
+            while (ncap < len + (size_t)n) {
+                ncap *= 2;
+            }
+            struct api_write *nw = realloc(w, sizeof(*w) + ncap);
+            if (nw == NULL) {
+                free(w);
+                conn_close(c);
+                return;
+            }
+            w = nw;
+            cap = ncap;
+        }
+        memcpy(w->bytes + len, p, (size_t)n);
+        len += (size_t)n;
+    }
+    if (len > 0) {
+        w->conn = c;
+        w->len = len;
+        w->req.data = w;
+        uv_buf_t buf = uv_buf_init((char *)w->bytes, (unsigned int)len);
+        int rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, write_cb);
+        if (rv != 0) {
+            free(w);
+            conn_close(c);
+            return;
+        }
+        c->writes_pending++;
+    }
+    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) {
+        conn_close_after_writes(c);
+    }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct api_conn *c = h->data;
+    *buf = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct api_conn *c = stream->data;
+    (void)buf;
+    if (nread == 0 || c->closing) {
+        return;
+    }
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    c->in_recv = true;
+    ssize_t rv = nghttp2_session_mem_recv(c->session, c->rbuf, (size_t)nread);
+    c->in_recv = false;
+    if (rv < 0) {
+        latch_log(LATCH_LOG_INFO, "grpc: closing connection: %s", nghttp2_strerror((int)rv));
+        conn_flush(c); /* a GOAWAY nghttp2 may have queued */
+        if (!c->closing) {
+            conn_close_after_writes(c);
+        }
+        return;
+    }
+    conn_flush(c);
+}
+
+static int conn_session_init(struct api_conn *c)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) {
+        return LATCH_ENOMEM;
+    }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    int rv = nghttp2_session_server_new(&c->session, cbs, c);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0) {
+        c->session = NULL;
+        return LATCH_ENOMEM;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, API_SERVER_MAX_CONCURRENT_STREAMS},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, API_SERVER_INITIAL_WINDOW_SIZE},
+    };
+    if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
+        nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
+                                              API_SERVER_CONN_WINDOW_SIZE) != 0) {
+        return LATCH_ENOMEM;
+    }
+    return 0;
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct api_server *s = listener->data;
+    if (status < 0) {
+        latch_log(LATCH_LOG_WARN, "grpc: accept: %s", uv_strerror(status));
+        return;
+    }
+    struct api_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        latch_log(LATCH_LOG_WARN, "grpc: out of memory accepting a connection");
+        return; /* the pending connection stays in the backlog */
+    }
+    c->server = s;
+    if (uv_tcp_init(s->loop, &c->tcp) != 0) {
+        free(c);
+        return;
+    }
+    c->tcp.data = c;
+    c->next = s->conns;
+    if (s->conns != NULL) {
+        s->conns->prev = c;
+    }
+    s->conns = c;
+    s->handles_open++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || conn_session_init(c) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_flush(c); /* the server SETTINGS go out first */
+}
+
+/* ---- server --------------------------------------------------------------------------- */
+
+static void listener_close_cb(uv_handle_t *h)
+{
+    server_handle_closed(h->data);
+}
+
+int api_server_new(uv_loop_t *loop, const struct api_server_config *cfg, struct api_server **out)
+{
+    struct api_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return LATCH_ENOMEM;
+    }
+    s->loop = loop;
+    s->max_recv_msg_size = API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT;
+    if (cfg != NULL && cfg->max_recv_msg_size != 0) {
+        s->max_recv_msg_size = cfg->max_recv_msg_size;
+    }
+    if (uv_tcp_init(loop, &s->listener) != 0) {
+        free(s);
+        return LATCH_EINVAL;
+    }
+    s->listener.data = s;
+    s->handles_open = 1;
+    *out = s;
+    return 0;
+}
+
+int api_server_listen(struct api_server *s, const char *host, int port, int *bound_port)
+{
+    if (s->listening || s->closing) {
+        return LATCH_ESTATE;
+    }
+    if (port < 0 || port > 65535) {
+        return LATCH_EINVAL;
+    }
+    struct sockaddr_storage addr;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0) {
+        return LATCH_EINVAL;
+    }
+    int rv = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+    if (rv == 0) {
+        rv = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+    }
+    if (rv != 0) {
+        latch_log(LATCH_LOG_ERROR, "grpc: listen on %s:%d: %s", host, port, uv_strerror(rv));
+        return rv == UV_EADDRINUSE ? LATCH_EEXIST : LATCH_EINVAL;
+    }
+    s->listening = true;
+    if (bound_port != NULL) {
+        struct sockaddr_storage name;
+        int namelen = (int)sizeof(name);
+        rv = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&name, &namelen);
+        if (rv != 0) {
+            return LATCH_EINVAL;
+        }
+        if (name.ss_family == AF_INET6) {
+            *bound_port = ntohs(((struct sockaddr_in6 *)&name)->sin6_port);
+        } else {
+            *bound_port = ntohs(((struct sockaddr_in *)&name)->sin_port);
+        }
+    }
+    return 0;
+}
+
+int api_server_register_unary(struct api_server *s,
+                              const char *path,
+                              api_unary_fn handler,
+                              void *data)
+{
+    size_t len = strlen(path);
+    if (len == 0 || len > API_SERVER_PATH_MAX || handler == NULL) {
+        return LATCH_EINVAL;
+    }
+    for (struct api_method *m = s->methods; m != NULL; m = m->next) {
+        if (strcmp(m->path, path) == 0) {
+            return LATCH_EEXIST;
+        }
+    }
+    struct api_method *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return LATCH_ENOMEM;
+    }
+    memcpy(m->path, path, len + 1);
+    m->handler = handler;
+    m->data = data;
+    m->next = s->methods;
+    s->methods = m;
+    return 0;
+}
+
+void api_server_close(struct api_server *s, api_server_close_cb done_cb)
+{
+    LATCH_ASSERT(!s->closing);
+    s->closing = true;
+    s->done_cb = done_cb;
+    for (struct api_conn *c = s->conns; c != NULL; c = c->next) {
+        conn_close(c);
+    }
+    uv_close((uv_handle_t *)&s->listener, listener_close_cb);
+}

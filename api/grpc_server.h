@@ -1,0 +1,112 @@
+/*
+ * grpc_server.h — a unary gRPC server over cleartext HTTP/2 (h2c, prior knowledge) on the
+ * caller's libuv loop (ETCD-API.md §5, §6, §9.2).
+ *
+ * One nghttp2 server session per accepted TCP connection. The server sends its SETTINGS
+ * first (MAX_CONCURRENT_STREAMS 100, INITIAL_WINDOW_SIZE 1 MiB), sets TCP_NODELAY and
+ * coalesces everything nghttp2 has pending into one uv_write per flush. A request's
+ * message is collected with api_grpc_decoder; on END_STREAM the handler registered for its
+ * :path runs with the request bytes. The handler answers then or later, exactly once, with
+ * api_call_reply() or api_call_fail().
+ *
+ * Everything runs on the loop's thread; nothing here is thread-safe.
+ */
+#ifndef API_GRPC_SERVER_H
+#define API_GRPC_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+/* Largest request message accepted by default: etcd's 1.5 MiB + 512 KiB (ETCD-API.md §5). */
+#define API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT ((size_t)(3u << 19) + (512u << 10))
+
+/* Longest :path kept; longer paths are answered UNIMPLEMENTED like any unknown method. */
+#define API_SERVER_PATH_MAX 256
+
+struct api_server;
+struct api_call;
+
+struct api_server_config {
+    /* Largest request message in bytes; 0 selects API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT. */
+    size_t max_recv_msg_size;
+};
+
+/*
+ * A unary handler. req (req_len bytes, possibly 0) is borrowed until the handler returns;
+ * copy it to answer later. call is owned by the server until the handler passes it back
+ * with exactly one api_call_reply() or api_call_fail(), now or from a later loop callback.
+ * A call that is never answered leaks.
+ */
+typedef void (*api_unary_fn)(void *data, struct api_call *call, const uint8_t *req, size_t req_len);
+
+/* Runs once when api_server_close() has finished; s is valid during the call only. */
+typedef void (*api_server_close_cb)(struct api_server *s);
+
+/*
+ * Allocates a server bound to loop (borrowed; it must outlive the server). cfg is copied and
+ * may be NULL for defaults. Returns 0 and sets *out, or LATCH_ENOMEM, or LATCH_EINVAL when
+ * the libuv handle cannot be initialised. Free with api_server_close().
+ */
+int api_server_new(uv_loop_t *loop, const struct api_server_config *cfg, struct api_server **out);
+
+/*
+ * Listens on host (an IPv4 or IPv6 literal, borrowed for the call) and port (0 = ephemeral).
+ * Sets *bound_port (may be NULL) to the port actually bound. Call at most once. Returns 0,
+ * LATCH_EINVAL (bad address, bind or listen failed; the reason is logged), LATCH_EEXIST
+ * (address in use) or LATCH_ESTATE (already listening or closing).
+ */
+int api_server_listen(struct api_server *s, const char *host, int port, int *bound_port);
+
+/*
+ * Routes requests whose :path equals path (copied; "/pkg.Service/Method") to handler with
+ * data (borrowed, passed back unchanged). Returns 0, LATCH_ENOMEM, LATCH_EINVAL (empty or
+ * longer than API_SERVER_PATH_MAX) or LATCH_EEXIST (path already registered).
+ */
+int api_server_register_unary(struct api_server *s,
+                              const char *path,
+                              api_unary_fn handler,
+                              void *data);
+
+/*
+ * Stops listening and closes every connection at once (no graceful GOAWAY drain). Calls
+ * still held by handlers become dead: answering them later is safe and frees them. done_cb
+ * (may be NULL) runs after every handle has closed; s is freed right after it returns.
+ */
+void api_server_close(struct api_server *s, api_server_close_cb done_cb);
+
+/*
+ * Answers call with one message (resp, len bytes, copied; resp may be NULL when len is 0):
+ * HEADERS(:status 200, content-type application/grpc), DATA(prefix + message), trailers
+ * (grpc-status 0). Consumes call in every case: it must not be used afterwards. Returns 0,
+ * LATCH_ESTATE when the stream is already gone (reset by the peer or its connection closed;
+ * nothing is sent), LATCH_ETOOBIG (len over 4 GiB - 1; INTERNAL is sent instead) or
+ * LATCH_ENOMEM (the stream is reset instead).
+ */
+int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len);
+
+/*
+ * Answers call with a trailers-only error: :status 200, content-type application/grpc,
+ * grpc-status grpc_status (1–16), grpc-message message (NUL-terminated, borrowed for the
+ * call, percent-encoded here, truncated to 2 KiB encoded; NULL means none). Consumes call in
+ * every case. Returns 0, LATCH_ESTATE (stream gone, nothing sent) or LATCH_ENOMEM (the
+ * stream is reset instead).
+ */
+int api_call_fail(struct api_call *call, int grpc_status, const char *message);
+
+/* The request's :path (NUL-terminated, owned by call, valid until the call is answered). */
+const char *api_call_path(const struct api_call *call);
+
+/*
+ * True when the request carried a valid grpc-timeout; *ms_out then gets it in milliseconds
+ * (rounded up). The server does not enforce it (the client enforces its own deadline);
+ * handlers that block should.
+ */
+bool api_call_timeout_ms(const struct api_call *call, uint64_t *ms_out);
+
+/* True while the stream can still be answered (not reset, connection open). */
+bool api_call_is_alive(const struct api_call *call);
+
+#endif /* API_GRPC_SERVER_H */

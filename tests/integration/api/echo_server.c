@@ -1,0 +1,160 @@
+/*
+ * echo_server.c — grpc_echo_server --port-file F: the api/grpc_server test peer.
+ *
+ * Listens on 127.0.0.1 port 0, writes the bound port to F (via a temporary file and rename,
+ * so a reader never sees a partial number), and serves:
+ *   /latch.test.Echo/Unary  replies the request bytes at once;
+ *   /latch.test.Echo/Later  replies the request bytes 50 ms later from a uv_timer (deferred);
+ *   /latch.test.Echo/Fail   fails with INVALID_ARGUMENT "bad thing: é%\n".
+ * On SIGTERM it closes the server and runs the loop until every handle is closed (pending
+ * Later timers still fire and answer their now-dead calls), then exits 0.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "grpc_server.h"
+#include "grpc_wire.h"
+
+struct later {
+    uv_timer_t timer;
+    struct api_call *call; /* answered exactly once, in later_cb */
+    size_t len;
+    uint8_t bytes[];
+};
+
+static struct api_server *g_server;
+static uv_signal_t g_sigterm;
+static int g_exit_code;
+
+static void echo_unary(void *data, struct api_call *call, const uint8_t *req, size_t req_len)
+{
+    (void)data;
+    api_call_reply(call, req, req_len);
+}
+
+static void later_close_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void later_cb(uv_timer_t *t)
+{
+    struct later *l = t->data;
+    api_call_reply(l->call, l->bytes, l->len); /* LATCH_ESTATE if the client gave up: fine */
+    uv_close((uv_handle_t *)t, later_close_cb);
+}
+
+static void echo_later(void *data, struct api_call *call, const uint8_t *req, size_t req_len)
+{
+    uv_loop_t *loop = data;
+    struct later *l = malloc(sizeof(*l) + req_len);
+    if (l == NULL) {
+        api_call_fail(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    l->call = call;
+    l->len = req_len;
+    if (req_len > 0) {
+        memcpy(l->bytes, req, req_len);
+    }
+    uv_timer_init(loop, &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, later_cb, 50, 0);
+}
+
+static void echo_fail(void *data, struct api_call *call, const uint8_t *req, size_t req_len)
+{
+    (void)data;
+    (void)req;
+    (void)req_len;
+    api_call_fail(call, API_GRPC_STATUS_INVALID_ARGUMENT, "bad thing: \xc3\xa9%\n");
+}
+
+static void server_closed_cb(struct api_server *s)
+{
+    (void)s;
+    g_server = NULL;
+}
+
+static void sigterm_cb(uv_signal_t *sig, int signum)
+{
+    (void)signum;
+    if (g_server != NULL) {
+        api_server_close(g_server, server_closed_cb);
+    }
+    uv_close((uv_handle_t *)sig, NULL);
+}
+
+static int write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+        return -1;
+    }
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        return -1;
+    }
+    int ok = fprintf(f, "%d\n", port) > 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *port_file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--port-file") == 0 && i + 1 < argc) {
+            port_file = argv[++i];
+        } else {
+            fprintf(stderr, "usage: %s --port-file F\n", argv[0]);
+            return 2;
+        }
+    }
+    if (port_file == NULL) {
+        fprintf(stderr, "usage: %s --port-file F\n", argv[0]);
+        return 2;
+    }
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0) {
+        return 1;
+    }
+    int port = 0;
+    if (api_server_new(&loop, NULL, &g_server) != 0 ||
+        api_server_register_unary(g_server, "/latch.test.Echo/Unary", echo_unary, NULL) != 0 ||
+        api_server_register_unary(g_server, "/latch.test.Echo/Later", echo_later, &loop) != 0 ||
+        api_server_register_unary(g_server, "/latch.test.Echo/Fail", echo_fail, NULL) != 0 ||
+        api_server_listen(g_server, "127.0.0.1", 0, &port) != 0) {
+        fprintf(stderr, "echo_server: cannot start the server\n");
+        g_exit_code = 1;
+        if (g_server != NULL) {
+            api_server_close(g_server, server_closed_cb);
+        }
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        return g_exit_code;
+    }
+    if (write_port_file(port_file, port) != 0) {
+        fprintf(stderr, "echo_server: cannot write %s\n", port_file);
+        api_server_close(g_server, server_closed_cb);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        return 1;
+    }
+    uv_signal_init(&loop, &g_sigterm);
+    uv_signal_start(&g_sigterm, sigterm_cb, SIGTERM);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0) {
+        fprintf(stderr, "echo_server: handles left open at exit\n");
+        return 1;
+    }
+    return g_server == NULL ? 0 : 1;
+}

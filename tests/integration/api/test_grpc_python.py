@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""Integration test of api/grpc_server.c through grpcio (C-core) and raw sockets.
+
+Usage: /usr/bin/python3 test_grpc_python.py PATH/TO/grpc_echo_server
+
+Starts the echo server as a child on an ephemeral port, runs the unary checks, then stops
+the child with SIGTERM by PID and requires exit status 0 (a clean close; under ASan also no
+leaks). Prints one summary line; exits non-zero on any failure.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+
+UNARY = "/latch.test.Echo/Unary"
+LATER = "/latch.test.Echo/Later"
+FAIL = "/latch.test.Echo/Fail"
+MIB = 1024 * 1024
+
+failures = []
+passed = 0
+
+
+def check(name, cond, detail=""):
+    global passed
+    if cond:
+        passed += 1
+    else:
+        failures.append(f"{name}: {detail}")
+        print(f"FAIL {name}: {detail}", file=sys.stderr)
+
+
+def call(channel, path, payload, timeout=10.0):
+    fn = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+    return fn(payload, timeout=timeout)
+
+
+def expect_code(channel, name, path, payload, code, details=None, timeout=10.0):
+    try:
+        call(channel, path, payload, timeout=timeout)
+    except grpc.RpcError as e:
+        ok = e.code() == code and (details is None or e.details() == details)
+        check(name, ok, f"got {e.code()} {e.details()!r}")
+        return
+    check(name, False, "call succeeded")
+
+
+def raw_malformed_peers(port):
+    """A bad preface and a garbage frame after a good preface: only that connection closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 100)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            check("bad preface closes connection", False, "no close within 5 s")
+            return
+        check("bad preface closes connection", True)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        # A WINDOW_UPDATE on stream 0 with a bad length (3 instead of 4): FRAME_SIZE_ERROR.
+        garbage = b"\x00\x00\x03\x08\x00\x00\x00\x00\x00\x00\x00\x01"
+        s.sendall(preface + settings + garbage)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            check("garbage frame closes connection", False, "no close within 5 s")
+            return
+        types = []
+        off = 0
+        while off + 9 <= len(data):
+            length = int.from_bytes(data[off:off + 3], "big")
+            types.append(data[off + 3])
+            off += 9 + length
+        check("server SETTINGS first", types[:1] == [4], f"frame types {types}")
+        check("garbage frame gets GOAWAY", 7 in types, f"frame types {types}")
+
+
+def run_checks(port):
+    target = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(target) as ch:
+        for n in (0, 10, int(1.9 * MIB)):
+            payload = os.urandom(n)
+            try:
+                got = call(ch, UNARY, payload)
+                check(f"Unary echoes {n} bytes", got == payload, f"got {len(got)} bytes")
+            except grpc.RpcError as e:
+                check(f"Unary echoes {n} bytes", False, f"{e.code()} {e.details()!r}")
+        try:
+            got = call(ch, LATER, b"later-payload")
+            check("Later echoes", got == b"later-payload", repr(got))
+        except grpc.RpcError as e:
+            check("Later echoes", False, f"{e.code()} {e.details()!r}")
+
+        unary = ch.unary_unary(UNARY, request_serializer=None, response_deserializer=None)
+        later = ch.unary_unary(LATER, request_serializer=None, response_deserializer=None)
+        futures = []
+        for i in range(200):
+            payload = f"req-{i}".encode() * (1 + i % 7)
+            fn = later if i % 2 else unary
+            futures.append((payload, fn.future(payload, timeout=20)))
+        bad = 0
+        first_err = ""
+        for payload, fut in futures:
+            try:
+                if fut.result() != payload:
+                    bad += 1
+                    first_err = first_err or "payload mismatch"
+            except grpc.RpcError as e:
+                bad += 1
+                first_err = first_err or f"{e.code()} {e.details()!r}"
+        check("200 concurrent calls", bad == 0, f"{bad} failed, first: {first_err}")
+
+        expect_code(ch, "Fail gives INVALID_ARGUMENT", FAIL, b"x",
+                    grpc.StatusCode.INVALID_ARGUMENT, details="bad thing: \u00e9%\n")
+        expect_code(ch, "unknown method gives UNIMPLEMENTED", "/latch.test.Echo/Nope", b"",
+                    grpc.StatusCode.UNIMPLEMENTED, details="unknown method")
+        big = int(2.1 * MIB)
+        expect_code(ch, "2.1 MiB gives RESOURCE_EXHAUSTED", UNARY, b"\0" * big,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    details=f"grpc: received message larger than max ({big} vs. {2 * MIB})")
+        expect_code(ch, "timeout=0.001 gives DEADLINE_EXCEEDED", LATER, b"slow",
+                    grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.001)
+        time.sleep(0.1)  # let the server's Later timer answer the dead call
+
+    raw_malformed_peers(port)
+
+    with grpc.insecure_channel(target) as ch:
+        try:
+            check("final Unary", call(ch, UNARY, b"final") == b"final")
+        except grpc.RpcError as e:
+            check("final Unary", False, f"{e.code()} {e.details()!r}")
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: test_grpc_python.py PATH/TO/grpc_echo_server", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = os.path.join(tmp, "port")
+        child = subprocess.Popen([sys.argv[1], "--port-file", port_file])
+        try:
+            port = None
+            ch = None
+            pending = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and child.poll() is None:
+                if os.path.exists(port_file):
+                    with open(port_file) as f:
+                        text = f.read().strip()
+                    if text:
+                        port = int(text)
+                        break
+                time.sleep(0.02)
+            if port is None:
+                check("server started", False, f"no port file (exit {child.poll()})")
+            else:
+                run_checks(port)
+                check("server alive after checks", child.poll() is None, f"exit {child.poll()}")
+                # Stop the server while deferred calls are still held by its handler: they
+                # become dead calls, answered after the connection closed (must not crash).
+                ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+                later = ch.unary_unary(LATER, request_serializer=None,
+                                       response_deserializer=None)
+                pending = [later.future(b"x", timeout=5) for _ in range(20)]
+                time.sleep(0.02)
+        finally:
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGTERM)
+            try:
+                rc = child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(child.pid, signal.SIGKILL)
+                rc = child.wait(timeout=10)
+                check("server exits after SIGTERM", False, "killed after 10 s")
+            check("server exit status 0", rc == 0, f"exit {rc}")
+            for fut in pending:
+                fut.exception()  # completes: OK or UNAVAILABLE, either is fine
+            if ch is not None:
+                ch.close()
+    if failures:
+        print(f"test_grpc_python: FAILED {len(failures)} of {passed + len(failures)} checks: "
+              + "; ".join(failures))
+        return 1
+    print(f"test_grpc_python: OK, {passed} checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
