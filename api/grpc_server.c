@@ -13,6 +13,12 @@
  *    answers. A call whose stream is gone is "dead" (call->conn == NULL): answering it sends
  *    nothing and just drops the handler's reference. The response buffer lives in the call,
  *    so it stays valid for the data provider until the stream closes.
+ *  - A call with a grpc-timeout arms call->deadline at dispatch; the armed timer holds a
+ *    reference of its own, dropped in its close callback. The timer is closed when the call is
+ *    answered, expires or its stream goes away, so no timer outlives its reason to exist.
+ *  - The request message buffer (call->in_buf) is allocated only once the 5-byte prefix has
+ *    declared a length within max_recv_msg_size, and only that many bytes, so idle or slow
+ *    streams do not each pin the whole limit.
  *  - Responses are submitted only when the handler answers (rather than submitting headers
  *    early and returning NGHTTP2_ERR_DEFERRED from the provider): that keeps every error a
  *    trailers-only response even when it is decided late.
@@ -85,11 +91,19 @@ struct api_call {
     bool answered;
     bool has_timeout;
     bool have_msg;
+    bool expired;     /* the server answered DEADLINE_EXCEEDED; the handler's answer is moot */
+    bool timer_armed; /* deadline started and not yet closing */
+    bool method_post; /* :method was POST */
+    bool grpc_ctype;  /* content-type was application/grpc[+...|;...] */
     uint64_t timeout_ms;
+    uv_timer_t deadline; /* initialised only when armed; holds a call reference until closed */
     char path[API_SERVER_PATH_MAX + 1];
     bool path_too_long;
-    struct api_grpc_decoder dec;
-    uint8_t *in_buf; /* owned; decoder storage, allocated at the first DATA */
+    uint8_t prefix[API_GRPC_FRAME_HEADER_SIZE];
+    size_t prefix_len; /* prefix bytes collected so far */
+    size_t body_len;   /* declared message length, once prefix_len == 5 */
+    size_t body_have;  /* message bytes copied into in_buf so far */
+    uint8_t *in_buf;   /* owned; exactly body_len bytes, allocated once the prefix is known */
     const uint8_t *msg;
     size_t msg_len;
     int err_status; /* 0 or the grpc-status decided while reading */
@@ -123,11 +137,27 @@ static void call_unref(struct api_call *call)
     free(call);
 }
 
+static void call_deadline_close_cb(uv_handle_t *h)
+{
+    call_unref(h->data); /* the timer's reference */
+}
+
+/* Closes the deadline timer if armed; its reference is dropped in the close callback. */
+static void call_stop_deadline(struct api_call *call)
+{
+    if (!call->timer_armed) {
+        return;
+    }
+    call->timer_armed = false;
+    uv_close((uv_handle_t *)&call->deadline, call_deadline_close_cb);
+}
+
 /* Unlinks call from its connection (the stream is gone) and drops the stream's reference. */
 static void call_detach(struct api_call *call)
 {
     struct api_conn *c = call->conn;
     LATCH_ASSERT(c != NULL);
+    call_stop_deadline(call); /* nobody is left to tell that the deadline passed */
     if (call->prev != NULL) {
         call->prev->next = call->next;
     } else {
@@ -157,7 +187,7 @@ bool api_call_timeout_ms(const struct api_call *call, uint64_t *ms_out)
 
 bool api_call_is_alive(const struct api_call *call)
 {
-    return call->conn != NULL && !call->conn->closing;
+    return call->conn != NULL && !call->conn->closing && !call->expired;
 }
 
 static void call_finish_answer(struct api_call *call)
@@ -169,16 +199,16 @@ static void call_finish_answer(struct api_call *call)
     }
 }
 
-int api_call_fail(struct api_call *call, int grpc_status, const char *message)
+/*
+ * Submits a headers-only error response on call's live stream: :status http_status ("200" for
+ * a gRPC trailers-only answer), content-type, grpc-status and grpc-message (NULL for none).
+ * Leaves every reference alone. Returns 0, or LATCH_ENOMEM after resetting the stream.
+ */
+static int call_submit_error(struct api_call *call,
+                             const char *http_status,
+                             int grpc_status,
+                             const char *message)
 {
-    LATCH_ASSERT(!call->answered);
-    LATCH_ASSERTF(grpc_status > 0 && grpc_status < API_GRPC_STATUS_COUNT, "grpc_status=%d",
-                  grpc_status);
-    call->answered = true;
-    if (!api_call_is_alive(call)) {
-        call_unref(call);
-        return LATCH_ESTATE;
-    }
     char status[12];
     char encoded[API_GRPC_MESSAGE_ENCODED_MAX];
     snprintf(status, sizeof(status), "%d", grpc_status);
@@ -187,7 +217,8 @@ int api_call_fail(struct api_call *call, int grpc_status, const char *message)
         api_grpc_message_encode(message, encoded, sizeof(encoded));
     }
     nghttp2_nv nva[] = {
-        {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)":status", (uint8_t *)http_status, 7, strlen(http_status),
+         NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"grpc-status", (uint8_t *)status, 11, strlen(status), NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"grpc-message", (uint8_t *)encoded, 12, strlen(encoded), NGHTTP2_NV_FLAG_NONE},
@@ -202,8 +233,56 @@ int api_call_fail(struct api_call *call, int grpc_status, const char *message)
                                   NGHTTP2_INTERNAL_ERROR);
         rc = LATCH_ENOMEM;
     }
+    return rc;
+}
+
+int api_call_fail(struct api_call *call, int grpc_status, const char *message)
+{
+    LATCH_ASSERT(!call->answered);
+    LATCH_ASSERTF(grpc_status > 0 && grpc_status < API_GRPC_STATUS_COUNT, "grpc_status=%d",
+                  grpc_status);
+    call->answered = true;
+    call_stop_deadline(call);
+    if (!api_call_is_alive(call)) {
+        call_unref(call);
+        return LATCH_ESTATE;
+    }
+    int rc = call_submit_error(call, "200", grpc_status, message);
     call_finish_answer(call);
     return rc;
+}
+
+/*
+ * The deadline passed before the handler answered: the client has given up (or is about to),
+ * so answer DEADLINE_EXCEEDED now and make the handler's eventual answer a no-op. The
+ * handler's reference stays until it answers.
+ */
+static void call_deadline_cb(uv_timer_t *t)
+{
+    struct api_call *call = t->data;
+    call_stop_deadline(call);
+    if (call->answered || !api_call_is_alive(call)) {
+        return;
+    }
+    struct api_conn *c = call->conn;
+    call->expired = true;
+    call_submit_error(call, "200", API_GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+    conn_flush(c);
+}
+
+/* Starts call's deadline from its grpc-timeout (if any); timer failure only loses enforcement. */
+static void call_arm_deadline(struct api_call *call)
+{
+    if (!call->has_timeout) {
+        return;
+    }
+    if (uv_timer_init(call->conn->server->loop, &call->deadline) != 0) {
+        return;
+    }
+    call->deadline.data = call;
+    call->timer_armed = true;
+    call->refs++; /* the timer's, dropped in call_deadline_close_cb */
+    uv_timer_start(&call->deadline, call_deadline_cb, call->timeout_ms, 0);
 }
 
 static ssize_t data_read_cb(nghttp2_session *session,
@@ -245,6 +324,7 @@ int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len)
         return LATCH_ETOOBIG;
     }
     call->answered = true;
+    call_stop_deadline(call);
     if (!api_call_is_alive(call)) {
         call_unref(call);
         return LATCH_ESTATE;
@@ -283,12 +363,39 @@ out_finish:
     return rc;
 }
 
+/*
+ * Answers a request that is not gRPC at all the way grpc-go does (http2_server.go
+ * operateHeaders, "earlyAbortStream"): a content-type other than application/grpc[+…|;…] gets
+ * HTTP 415 with grpc-status INVALID_ARGUMENT, then a :method other than POST gets HTTP 405
+ * with grpc-status INTERNAL. The grpc-* headers are for gRPC clients that hit the wrong
+ * server; plain HTTP clients see the status. Returns true when call was answered.
+ */
+static bool call_reject_non_grpc(struct api_call *call)
+{
+    if (!call->grpc_ctype) {
+        call->answered = true;
+        call_submit_error(call, "415", API_GRPC_STATUS_INVALID_ARGUMENT,
+                          "invalid gRPC request content-type");
+    } else if (!call->method_post) {
+        call->answered = true;
+        call_submit_error(call, "405", API_GRPC_STATUS_INTERNAL,
+                          "grpc: request :method must be POST");
+    } else {
+        return false;
+    }
+    call_finish_answer(call);
+    return true;
+}
+
 /* Runs on END_STREAM of the request: routes it, or answers the error found while reading. */
 static void call_dispatch(struct api_call *call)
 {
     struct api_server *s = call->conn->server;
     call->dispatched = true;
     call->refs++; /* the handler's reference, given back by reply/fail */
+    if (call_reject_non_grpc(call)) {
+        return;
+    }
     if (call->err_status != 0) {
         api_call_fail(call, call->err_status, call->err_msg);
         return;
@@ -309,6 +416,7 @@ static void call_dispatch(struct api_call *call)
         api_call_fail(call, API_GRPC_STATUS_INTERNAL, "grpc: unary request without a message");
         return;
     }
+    call_arm_deadline(call);
     m->handler(m->data, call, call->msg, call->msg_len);
 }
 
@@ -338,6 +446,17 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     return 0;
 }
 
+/* grpc-go's rule: "application/grpc" alone or followed by '+' (subtype) or ';' (params). */
+static bool is_grpc_content_type(const uint8_t *v, size_t len)
+{
+    static const char base[] = "application/grpc";
+    size_t n = sizeof(base) - 1;
+    if (len < n || memcmp(v, base, n) != 0) {
+        return false;
+    }
+    return len == n || v[n] == '+' || v[n] == ';';
+}
+
 static int on_header(nghttp2_session *session,
                      const nghttp2_frame *frame,
                      const uint8_t *name,
@@ -363,6 +482,10 @@ static int on_header(nghttp2_session *session,
             memcpy(call->path, value, valuelen);
             call->path[valuelen] = '\0';
         }
+    } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+        call->method_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+    } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+        call->grpc_ctype = is_grpc_content_type(value, valuelen);
     } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
         uint64_t ms;
         if (api_grpc_timeout_parse((const char *)value, valuelen, &ms) == 0) {
@@ -373,6 +496,49 @@ static int on_header(nghttp2_session *session,
     return 0;
 }
 
+static void call_set_error(struct api_call *call, int grpc_status, const char *msg)
+{
+    call->err_status = grpc_status;
+    snprintf(call->err_msg, sizeof(call->err_msg), "%s", msg);
+}
+
+/*
+ * Collects the 5-byte prefix of the request message from data; once complete, validates the
+ * flag and the declared length and allocates in_buf of exactly that length. Returns the bytes
+ * used, or 0 with call->err_status set (or the stream reset) on error.
+ */
+static size_t call_take_prefix(struct api_call *call, const uint8_t *data, size_t len)
+{
+    size_t used = 0;
+    while (call->prefix_len < API_GRPC_FRAME_HEADER_SIZE && used < len) {
+        call->prefix[call->prefix_len++] = data[used++];
+    }
+    if (call->prefix_len < API_GRPC_FRAME_HEADER_SIZE) {
+        return used;
+    }
+    const uint8_t *p = call->prefix;
+    size_t max = call->conn->server->max_recv_msg_size;
+    call->body_len = (size_t)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 |
+                              (uint32_t)p[4]);
+    if (p[0] == 1) {
+        call_set_error(call, API_GRPC_STATUS_UNIMPLEMENTED,
+                       "grpc: compressed message but no grpc-encoding is supported");
+    } else if (p[0] != 0) {
+        call_set_error(call, API_GRPC_STATUS_INTERNAL, "grpc: invalid message compression flag");
+    } else if (call->body_len > max) {
+        call->err_status = API_GRPC_STATUS_RESOURCE_EXHAUSTED;
+        api_grpc_too_large_message(call->err_msg, sizeof(call->err_msg), call->body_len, max);
+    } else if (call->body_len > 0) {
+        call->in_buf = malloc(call->body_len);
+        if (call->in_buf == NULL) {
+            nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE, call->stream_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+            call->err_status = API_GRPC_STATUS_RESOURCE_EXHAUSTED; /* ignore the rest */
+        }
+    }
+    return used;
+}
+
 static int on_data_chunk_recv(nghttp2_session *session,
                               uint8_t flags,
                               int32_t stream_id,
@@ -381,54 +547,38 @@ static int on_data_chunk_recv(nghttp2_session *session,
                               void *user_data)
 {
     (void)flags;
-    struct api_conn *c = user_data;
+    (void)user_data;
     struct api_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
     if (call == NULL || call->err_status != 0 || len == 0) {
         return 0;
     }
     if (call->have_msg) {
-        call->err_status = API_GRPC_STATUS_INTERNAL;
-        snprintf(call->err_msg, sizeof(call->err_msg), "%s",
-                 "grpc: unary request with more than one message");
+        call_set_error(call, API_GRPC_STATUS_INTERNAL,
+                       "grpc: unary request with more than one message");
         return 0;
     }
-    if (call->in_buf == NULL) {
-        size_t cap = c->server->max_recv_msg_size;
-        call->in_buf = malloc(cap);
-        if (call->in_buf == NULL) {
-            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id,
-                                      NGHTTP2_INTERNAL_ERROR);
+    if (call->prefix_len < API_GRPC_FRAME_HEADER_SIZE) {
+        size_t used = call_take_prefix(call, data, len);
+        data += used;
+        len -= used;
+        if (call->err_status != 0 || call->prefix_len < API_GRPC_FRAME_HEADER_SIZE) {
             return 0;
         }
-        api_grpc_decoder_init(&call->dec, call->in_buf, cap);
     }
-    size_t consumed = 0;
-    const uint8_t *msg = NULL;
-    size_t msg_len = 0;
-    int rv = api_grpc_decoder_feed(&call->dec, data, len, &consumed, &msg, &msg_len);
-    if (rv == 1) {
+    size_t take = call->body_len - call->body_have;
+    take = len < take ? len : take;
+    if (take > 0) {
+        memcpy(call->in_buf + call->body_have, data, take);
+        call->body_have += take;
+    }
+    if (call->body_have == call->body_len) {
         call->have_msg = true;
-        call->msg = msg;
-        call->msg_len = msg_len;
-        if (consumed < len) {
-            call->err_status = API_GRPC_STATUS_INTERNAL;
-            snprintf(call->err_msg, sizeof(call->err_msg), "%s",
-                     "grpc: unary request with more than one message");
-        }
-    } else if (rv == LATCH_ETOOBIG) {
-        call->err_status = API_GRPC_STATUS_RESOURCE_EXHAUSTED;
-        api_grpc_too_large_message(call->err_msg, sizeof(call->err_msg),
-                                   api_grpc_decoder_declared_len(&call->dec),
-                                   c->server->max_recv_msg_size);
-    } else if (rv == LATCH_EINVAL) {
-        if (api_grpc_decoder_flag(&call->dec) == 1) {
-            call->err_status = API_GRPC_STATUS_UNIMPLEMENTED;
-            snprintf(call->err_msg, sizeof(call->err_msg), "%s",
-                     "grpc: compressed message but no grpc-encoding is supported");
-        } else {
-            call->err_status = API_GRPC_STATUS_INTERNAL;
-            snprintf(call->err_msg, sizeof(call->err_msg), "%s",
-                     "grpc: invalid message compression flag");
+        static const uint8_t empty[1];
+        call->msg = call->in_buf != NULL ? call->in_buf : empty; /* never NULL for handlers */
+        call->msg_len = call->body_len;
+        if (take < len) {
+            call_set_error(call, API_GRPC_STATUS_INTERNAL,
+                           "grpc: unary request with more than one message");
         }
     }
     return 0;
@@ -445,10 +595,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (call == NULL || call->dispatched || call->conn == NULL) {
         return 0;
     }
-    if (call->in_buf != NULL && !call->have_msg && call->err_status == 0 &&
-        call->dec.hdr_len + call->dec.body_have > 0) {
-        call->err_status = API_GRPC_STATUS_INTERNAL;
-        snprintf(call->err_msg, sizeof(call->err_msg), "%s", "grpc: truncated request message");
+    if (call->prefix_len > 0 && !call->have_msg && call->err_status == 0) {
+        call_set_error(call, API_GRPC_STATUS_INTERNAL, "grpc: truncated request message");
     }
     call_dispatch(call);
     return 0;

@@ -5,9 +5,14 @@
  * One nghttp2 server session per accepted TCP connection. The server sends its SETTINGS
  * first (MAX_CONCURRENT_STREAMS 100, INITIAL_WINDOW_SIZE 1 MiB), sets TCP_NODELAY and
  * coalesces everything nghttp2 has pending into one uv_write per flush. A request's
- * message is collected with api_grpc_decoder; on END_STREAM the handler registered for its
- * :path runs with the request bytes. The handler answers then or later, exactly once, with
- * api_call_reply() or api_call_fail().
+ * message is collected into a buffer of exactly its declared length (allocated once the
+ * 5-byte prefix arrived); on END_STREAM the handler registered for its :path runs with the
+ * request bytes. The handler answers then or later, exactly once, with api_call_reply() or
+ * api_call_fail().
+ *
+ * Requests that are not gRPC are answered as grpc-go does: a content-type other than
+ * application/grpc[+…|;…] gets HTTP 415, a :method other than POST gets HTTP 405 (both with
+ * grpc-status/grpc-message headers too, and END_STREAM).
  *
  * Everything runs on the loop's thread; nothing here is thread-safe.
  */
@@ -82,8 +87,8 @@ void api_server_close(struct api_server *s, api_server_close_cb done_cb);
  * HEADERS(:status 200, content-type application/grpc), DATA(prefix + message), trailers
  * (grpc-status 0). Consumes call in every case: it must not be used afterwards. Returns 0,
  * LATCH_ESTATE when the stream is already gone (reset by the peer or its connection closed;
- * nothing is sent), LATCH_ETOOBIG (len over 4 GiB - 1; INTERNAL is sent instead) or
- * LATCH_ENOMEM (the stream is reset instead).
+ * nothing is sent; also after the deadline expired), LATCH_ETOOBIG (len over 4 GiB - 1; INTERNAL is
+ * sent instead) or LATCH_ENOMEM (the stream is reset instead).
  */
 int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len);
 
@@ -91,8 +96,8 @@ int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len);
  * Answers call with a trailers-only error: :status 200, content-type application/grpc,
  * grpc-status grpc_status (1–16), grpc-message message (NUL-terminated, borrowed for the
  * call, percent-encoded here, truncated to 2 KiB encoded; NULL means none). Consumes call in
- * every case. Returns 0, LATCH_ESTATE (stream gone, nothing sent) or LATCH_ENOMEM (the
- * stream is reset instead).
+ * every case. Returns 0, LATCH_ESTATE (stream gone or deadline expired, nothing sent) or
+ * LATCH_ENOMEM (the stream is reset instead).
  */
 int api_call_fail(struct api_call *call, int grpc_status, const char *message);
 
@@ -101,12 +106,13 @@ const char *api_call_path(const struct api_call *call);
 
 /*
  * True when the request carried a valid grpc-timeout; *ms_out then gets it in milliseconds
- * (rounded up). The server does not enforce it (the client enforces its own deadline);
- * handlers that block should.
+ * (rounded up). The server enforces it from dispatch: when it passes before the handler
+ * answered, the client gets a trailers-only DEADLINE_EXCEEDED "deadline exceeded" and the
+ * call becomes dead (api_call_is_alive() false; answering returns LATCH_ESTATE and frees it).
  */
 bool api_call_timeout_ms(const struct api_call *call, uint64_t *ms_out);
 
-/* True while the stream can still be answered (not reset, connection open). */
+/* True while the stream can still be answered (not reset, connection open, not expired). */
 bool api_call_is_alive(const struct api_call *call);
 
 #endif /* API_GRPC_SERVER_H */

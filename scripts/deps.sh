@@ -21,6 +21,7 @@ PACKAGES=(
     python3-protobuf
     golang-etcd-server-dev
     python3-grpcio
+    curl
 )
 
 missing=()

@@ -5,7 +5,9 @@
  * so a reader never sees a partial number), and serves:
  *   /latch.test.Echo/Unary  replies the request bytes at once;
  *   /latch.test.Echo/Later  replies the request bytes 50 ms later from a uv_timer (deferred);
- *   /latch.test.Echo/Fail   fails with INVALID_ARGUMENT "bad thing: é%\n".
+ *   /latch.test.Echo/Fail   fails with INVALID_ARGUMENT "bad thing: é%\n";
+ *   /latch.test.Echo/Never  keeps the call unanswered (for the server's deadline enforcement);
+ *                           held calls are answered only at SIGTERM, when they are all dead.
  * On SIGTERM it closes the server and runs the loop until every handle is closed (pending
  * Later timers still fire and answer their now-dead calls), then exits 0.
  */
@@ -27,7 +29,14 @@ struct later {
     uint8_t bytes[];
 };
 
+/* A call held by Never; owned by g_never until answered at shutdown. */
+struct held {
+    struct held *next;
+    struct api_call *call;
+};
+
 static struct api_server *g_server;
+static struct held *g_never;
 static uv_signal_t g_sigterm;
 static int g_exit_code;
 
@@ -75,6 +84,32 @@ static void echo_fail(void *data, struct api_call *call, const uint8_t *req, siz
     api_call_fail(call, API_GRPC_STATUS_INVALID_ARGUMENT, "bad thing: \xc3\xa9%\n");
 }
 
+static void echo_never(void *data, struct api_call *call, const uint8_t *req, size_t req_len)
+{
+    (void)data;
+    (void)req;
+    (void)req_len;
+    struct held *h = malloc(sizeof(*h));
+    if (h == NULL) {
+        api_call_fail(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    h->call = call;
+    h->next = g_never;
+    g_never = h;
+}
+
+/* Answers every held Never call; after api_server_close they are dead, so this only frees. */
+static void release_never(void)
+{
+    while (g_never != NULL) {
+        struct held *h = g_never;
+        g_never = h->next;
+        api_call_fail(h->call, API_GRPC_STATUS_UNAVAILABLE, "shutting down");
+        free(h);
+    }
+}
+
 static void server_closed_cb(struct api_server *s)
 {
     (void)s;
@@ -87,6 +122,7 @@ static void sigterm_cb(uv_signal_t *sig, int signum)
     if (g_server != NULL) {
         api_server_close(g_server, server_closed_cb);
     }
+    release_never();
     uv_close((uv_handle_t *)sig, NULL);
 }
 
@@ -132,6 +168,7 @@ int main(int argc, char **argv)
         api_server_register_unary(g_server, "/latch.test.Echo/Unary", echo_unary, NULL) != 0 ||
         api_server_register_unary(g_server, "/latch.test.Echo/Later", echo_later, &loop) != 0 ||
         api_server_register_unary(g_server, "/latch.test.Echo/Fail", echo_fail, NULL) != 0 ||
+        api_server_register_unary(g_server, "/latch.test.Echo/Never", echo_never, NULL) != 0 ||
         api_server_listen(g_server, "127.0.0.1", 0, &port) != 0) {
         fprintf(stderr, "echo_server: cannot start the server\n");
         g_exit_code = 1;

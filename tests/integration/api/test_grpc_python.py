@@ -20,6 +20,7 @@ import grpc
 UNARY = "/latch.test.Echo/Unary"
 LATER = "/latch.test.Echo/Later"
 FAIL = "/latch.test.Echo/Fail"
+NEVER = "/latch.test.Echo/Never"
 MIB = 1024 * 1024
 
 failures = []
@@ -91,6 +92,59 @@ def raw_malformed_peers(port):
         check("garbage frame gets GOAWAY", 7 in types, f"frame types {types}")
 
 
+def curl_has_http2():
+    try:
+        out = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    return "http2" in out.lower()
+
+
+def curl_h2(port, path, method, content_type, body=None, extra=()):
+    """One prior-knowledge h2c request; returns (http status, header text) or (None, err)."""
+    args = ["curl", "-s", "--http2-prior-knowledge", "--max-time", "5", "-D", "-",
+            "-o", "/dev/null", "-X", method, "-H", f"content-type: {content_type}"]
+    for h in extra:
+        args += ["-H", h]
+    if body is not None:
+        args += ["--data-binary", "@-"]
+    args.append(f"http://127.0.0.1:{port}{path}")
+    r = subprocess.run(args, input=body or b"", capture_output=True)
+    head = r.stdout.decode("latin-1")
+    first = head.split("\r\n", 1)[0].split()
+    if r.returncode != 0 or len(first) < 2:
+        return None, f"curl exit {r.returncode}: {r.stderr.decode(errors='replace')!r}"
+    return int(first[1]), head.lower()
+
+
+def curl_checks(port):
+    """Non-gRPC requests (grpc-go's 405/415) and the server's own deadline, over raw h2c."""
+    # Debian's curl (scripts/deps.sh) is built with nghttp2: without HTTP/2 the test fails
+    # rather than skipping these checks.
+    if not curl_has_http2():
+        check("curl has HTTP/2 support", False, "install Debian's curl (scripts/deps.sh)")
+        return
+    msg = b"\0\0\0\0\x01x"
+    st, head = curl_h2(port, UNARY, "GET", "application/grpc")
+    check("GET gives HTTP 405", st == 405, f"{st} {head!r}")
+    st, head = curl_h2(port, UNARY, "POST", "text/plain", body=msg)
+    check("text/plain gives HTTP 415", st == 415, f"{st} {head!r}")
+    st, head = curl_h2(port, UNARY, "POST", "application/grpcx", body=msg)
+    check("application/grpcx gives HTTP 415", st == 415, f"{st} {head!r}")
+    st, head = curl_h2(port, UNARY, "POST", "application/grpc+proto", body=msg,
+                       extra=("te: trailers",))
+    check("application/grpc+proto accepted", st == 200 and "grpc-status: 0" in head,
+          f"{st} {head!r}")
+    # curl has no gRPC deadline of its own, so a DEADLINE_EXCEEDED here came from the server.
+    t0 = time.monotonic()
+    st, head = curl_h2(port, NEVER, "POST", "application/grpc", body=msg,
+                       extra=("te: trailers", "grpc-timeout: 100m"))
+    took = time.monotonic() - t0
+    check("server enforces grpc-timeout", st == 200 and "grpc-status: 4" in head
+          and "grpc-message: deadline exceeded" in head and took < 3,
+          f"{st} in {took:.2f} s {head!r}")
+
+
 def run_checks(port):
     target = f"127.0.0.1:{port}"
     with grpc.insecure_channel(target) as ch:
@@ -137,6 +191,20 @@ def run_checks(port):
         expect_code(ch, "timeout=0.001 gives DEADLINE_EXCEEDED", LATER, b"slow",
                     grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.001)
         time.sleep(0.1)  # let the server's Later timer answer the dead call
+
+        expect_code(ch, "Never with timeout=0.3 gives DEADLINE_EXCEEDED", NEVER, b"x",
+                    grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3)
+        never = ch.unary_unary(NEVER, request_serializer=None, response_deserializer=None)
+        futs = [never.future(b"n", timeout=0.3) for _ in range(50)]
+        codes = [f.exception().code() if f.exception() else None for f in futs]
+        check("50 Never calls expire", all(c == grpc.StatusCode.DEADLINE_EXCEEDED
+                                           for c in codes), f"codes {set(codes)}")
+        try:
+            check("Unary healthy after expired calls", call(ch, UNARY, b"ok") == b"ok")
+        except grpc.RpcError as e:
+            check("Unary healthy after expired calls", False, f"{e.code()} {e.details()!r}")
+
+    curl_checks(port)
 
     raw_malformed_peers(port)
 
