@@ -22,6 +22,11 @@
  *  - Responses are submitted only when the handler answers (rather than submitting headers
  *    early and returning NGHTTP2_ERR_DEFERRED from the provider): that keeps every error a
  *    trailers-only response even when it is decided late.
+ *  - Output is capped per connection: while out_bytes (queued in uv_write, not yet written)
+ *    is at or above max_conn_output_bytes, conn_flush pulls nothing from nghttp2, which keeps
+ *    the frames and, through flow control, stops the peer's requests; write_cb flushes again.
+ *  - Graceful shutdown keeps s->closing (free when the last handle closed) and adds a drain
+ *    timer, itself a counted handle, closed when the last connection closes or when it fires.
  *  - nghttp2 must not be re-entered from its own callbacks, so flushes requested while
  *    nghttp2_session_mem_recv runs are skipped; the read callback flushes afterwards.
  */
@@ -64,6 +69,9 @@ struct api_conn {
     nghttp2_session *session; /* owned; deleted in the close callback */
     struct api_call *calls;   /* streams with a call object, linked through call->prev/next */
     size_t writes_pending;
+    size_t out_bytes;   /* bytes in pending uv_writes, for max_conn_output_bytes */
+    bool out_blocked;   /* conn_flush stopped at the output cap; write_cb resumes it */
+    bool goaway_final;  /* final GOAWAY submitted during a drain; close after writes */
     bool in_recv;       /* inside nghttp2_session_mem_recv: do not flush */
     bool close_pending; /* close once writes drain */
     bool closing;       /* uv_close issued */
@@ -74,11 +82,19 @@ struct api_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     size_t max_recv_msg_size;
+    size_t max_connections;
+    size_t max_conn_output_bytes;
     struct api_method *methods;
     struct api_conn *conns;
-    size_t handles_open; /* listener + connections not yet through their close callbacks */
+    size_t nconns;          /* connections in s->conns not yet closing, for max_connections */
+    size_t handles_open;    /* listener, connections, rejects, drain timer not yet closed */
+    uint64_t reject_log_ms; /* uv_now of the last over-limit log line */
+    size_t rejected;        /* over-limit connections since that log line */
+    uv_timer_t drain_timer; /* initialised only while draining */
+    bool drain_timer_open;
     bool listening;
     bool closing;
+    bool draining;
     api_server_close_cb done_cb;
 };
 
@@ -113,6 +129,12 @@ struct api_call {
     size_t out_off;
 };
 
+/* A connection over max_connections: accepted only to be closed; freed in its close cb. */
+struct api_reject {
+    uv_tcp_t tcp;
+    struct api_server *server;
+};
+
 struct api_write {
     uv_write_t req;
     struct api_conn *conn;
@@ -122,6 +144,7 @@ struct api_write {
 
 static void conn_flush(struct api_conn *c);
 static void conn_close(struct api_conn *c);
+static void server_drain_stop(struct api_server *s);
 
 /* ---- calls ---------------------------------------------------------------------------- */
 
@@ -650,6 +673,9 @@ static void conn_close_cb(uv_handle_t *h)
         c->next->prev = c->prev;
     }
     free(c);
+    if (s->draining && s->conns == NULL) {
+        server_drain_stop(s); /* nothing left to wait for */
+    }
     server_handle_closed(s);
 }
 
@@ -660,6 +686,7 @@ static void conn_close(struct api_conn *c)
         return;
     }
     c->closing = true;
+    c->server->nconns--;
     while (c->calls != NULL) {
         call_detach(c->calls);
     }
@@ -680,6 +707,7 @@ static void write_cb(uv_write_t *req, int status)
 {
     struct api_write *w = req->data;
     struct api_conn *c = w->conn;
+    c->out_bytes -= w->len;
     free(w);
     c->writes_pending--;
     if (c->closing) {
@@ -690,7 +718,69 @@ static void write_cb(uv_write_t *req, int status)
         conn_close(c);
     } else if (c->close_pending && c->writes_pending == 0) {
         conn_close(c);
+    } else if (c->out_blocked && c->out_bytes < c->server->max_conn_output_bytes) {
+        conn_flush(c); /* below the cap again: pull what nghttp2 kept */
     }
+}
+
+/*
+ * During a drain, once no stream is open, submits the final GOAWAY (NO_ERROR, last processed
+ * stream id) so the peer knows nothing was lost. Returns true when it did.
+ */
+static bool conn_submit_final_goaway(struct api_conn *c)
+{
+    if (!c->server->draining || c->goaway_final || c->calls != NULL) {
+        return false;
+    }
+    c->goaway_final = true;
+    int32_t last = nghttp2_session_get_last_proc_stream_id(c->session);
+    int rv = nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+    if (rv != 0) {
+        latch_log(LATCH_LOG_WARN, "grpc: submit GOAWAY: %s", nghttp2_strerror(rv));
+    }
+    return true;
+}
+
+/*
+ * Appends what nghttp2 has pending to *w (grown as needed) until nothing is left or the
+ * output cap is reached. Returns 0, or -1 when the connection must close (*w is freed then).
+ */
+static int conn_gather(struct api_conn *c, struct api_write **w, size_t *cap, size_t *len)
+{
+    size_t max_out = c->server->max_conn_output_bytes;
+    c->out_blocked = false;
+    for (;;) {
+        if (c->out_bytes + *len >= max_out) {
+            c->out_blocked = true; /* nghttp2 keeps the rest; write_cb comes back for it */
+            return 0;
+        }
+        const uint8_t *p;
+        ssize_t n = nghttp2_session_mem_send(c->session, &p);
+        if (n < 0) {
+            latch_log(LATCH_LOG_WARN, "grpc: nghttp2 send: %s", nghttp2_strerror((int)n));
+            break;
+        }
+        if (n == 0) {
+            return 0;
+        }
+        if (*len + (size_t)n > *cap) {
+            size_t ncap = *cap == 0 ? 16384 : *cap;
+            while (ncap < *len + (size_t)n) {
+                ncap *= 2;
+            }
+            struct api_write *nw = realloc(*w, sizeof(**w) + ncap);
+            if (nw == NULL) {
+                break;
+            }
+            *w = nw;
+            *cap = ncap;
+        }
+        memcpy((*w)->bytes + *len, p, (size_t)n);
+        *len += (size_t)n;
+    }
+    free(*w);
+    *w = NULL;
+    return -1;
 }
 
 /* Gathers everything nghttp2 has pending into one buffer and issues one uv_write. */
@@ -702,35 +792,14 @@ static void conn_flush(struct api_conn *c)
     struct api_write *w = NULL;
     size_t cap = 0;
     size_t len = 0;
-    for (;;) {
-        const uint8_t *p;
-        ssize_t n = nghttp2_session_mem_send(c->session, &p);
-        if (n < 0) {
-            latch_log(LATCH_LOG_WARN, "grpc: nghttp2 send: %s", nghttp2_strerror((int)n));
-            free(w);
+    /* Streams close while their last frame is gathered, so the final GOAWAY of a drain is
+     * decided after a pass and gathered by a second one. */
+    do {
+        if (conn_gather(c, &w, &cap, &len) != 0) {
             conn_close(c);
             return;
         }
-        if (n == 0) {
-            break;
-        }
-        if (len + (size_t)n > cap) {
-            size_t ncap = cap == 0 ? 16384 : cap;
-            while (ncap < len + (size_t)n) {
-                ncap *= 2;
-            }
-            struct api_write *nw = realloc(w, sizeof(*w) + ncap);
-            if (nw == NULL) {
-                free(w);
-                conn_close(c);
-                return;
-            }
-            w = nw;
-            cap = ncap;
-        }
-        memcpy(w->bytes + len, p, (size_t)n);
-        len += (size_t)n;
-    }
+    } while (!c->out_blocked && conn_submit_final_goaway(c));
     if (len > 0) {
         w->conn = c;
         w->len = len;
@@ -743,8 +812,10 @@ static void conn_flush(struct api_conn *c)
             return;
         }
         c->writes_pending++;
+        c->out_bytes += len;
     }
-    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) {
+    if ((c->goaway_final && !c->out_blocked) ||
+        (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))) {
         conn_close_after_writes(c);
     }
 }
@@ -810,11 +881,49 @@ static int conn_session_init(struct api_conn *c)
     return 0;
 }
 
+static void reject_close_cb(uv_handle_t *h)
+{
+    struct api_reject *r = h->data;
+    struct api_server *s = r->server;
+    free(r);
+    server_handle_closed(s);
+}
+
+/*
+ * Over max_connections: accepts and closes at once, so the peer sees a prompt EOF rather than
+ * a backlog that never drains. Logs at most once a second, with the count since the last.
+ */
+static void server_reject(struct api_server *s)
+{
+    s->rejected++;
+    uint64_t now = uv_now(s->loop);
+    if (s->reject_log_ms == 0 || now - s->reject_log_ms >= 1000) {
+        latch_log(LATCH_LOG_WARN, "grpc: %zu connection(s) refused: limit of %zu reached",
+                  s->rejected, s->max_connections);
+        s->reject_log_ms = now == 0 ? 1 : now;
+        s->rejected = 0;
+    }
+    struct api_reject *r = calloc(1, sizeof(*r));
+    if (r == NULL || uv_tcp_init(s->loop, &r->tcp) != 0) {
+        free(r);
+        return; /* the pending connection stays in the backlog */
+    }
+    r->server = s;
+    r->tcp.data = r;
+    s->handles_open++;
+    uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&r->tcp);
+    uv_close((uv_handle_t *)&r->tcp, reject_close_cb);
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct api_server *s = listener->data;
     if (status < 0) {
         latch_log(LATCH_LOG_WARN, "grpc: accept: %s", uv_strerror(status));
+        return;
+    }
+    if (s->nconns >= s->max_connections) {
+        server_reject(s);
         return;
     }
     struct api_conn *c = calloc(1, sizeof(*c));
@@ -834,6 +943,7 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     s->conns = c;
     s->handles_open++;
+    s->nconns++;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || conn_session_init(c) != 0) {
         conn_close(c);
         return;
@@ -861,8 +971,16 @@ int api_server_new(uv_loop_t *loop, const struct api_server_config *cfg, struct 
     }
     s->loop = loop;
     s->max_recv_msg_size = API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT;
+    s->max_connections = API_SERVER_MAX_CONNECTIONS_DEFAULT;
+    s->max_conn_output_bytes = API_SERVER_MAX_CONN_OUTPUT_DEFAULT;
     if (cfg != NULL && cfg->max_recv_msg_size != 0) {
         s->max_recv_msg_size = cfg->max_recv_msg_size;
+    }
+    if (cfg != NULL && cfg->max_connections != 0) {
+        s->max_connections = cfg->max_connections;
+    }
+    if (cfg != NULL && cfg->max_conn_output_bytes != 0) {
+        s->max_conn_output_bytes = cfg->max_conn_output_bytes;
     }
     if (uv_tcp_init(loop, &s->listener) != 0) {
         free(s);
@@ -945,6 +1063,59 @@ void api_server_close(struct api_server *s, api_server_close_cb done_cb)
     s->done_cb = done_cb;
     for (struct api_conn *c = s->conns; c != NULL; c = c->next) {
         conn_close(c);
+    }
+    uv_close((uv_handle_t *)&s->listener, listener_close_cb);
+}
+
+static void drain_timer_close_cb(uv_handle_t *h)
+{
+    server_handle_closed(h->data);
+}
+
+/* Closes the drain timer (once); the server is freed when its close callback has run. */
+static void server_drain_stop(struct api_server *s)
+{
+    if (!s->drain_timer_open) {
+        return;
+    }
+    s->drain_timer_open = false;
+    uv_close((uv_handle_t *)&s->drain_timer, drain_timer_close_cb);
+}
+
+/* drain_ms passed: whatever is still open closes now and its calls become dead. */
+static void drain_timer_cb(uv_timer_t *t)
+{
+    struct api_server *s = t->data;
+    latch_log(LATCH_LOG_INFO, "grpc: drain time over, closing %zu connection(s)", s->nconns);
+    server_drain_stop(s);
+    for (struct api_conn *c = s->conns; c != NULL; c = c->next) {
+        conn_close(c);
+    }
+}
+
+void api_server_shutdown(struct api_server *s, uint64_t drain_ms, api_server_close_cb done_cb)
+{
+    LATCH_ASSERT(!s->closing);
+    s->closing = true;
+    s->draining = true;
+    s->done_cb = done_cb;
+    if (s->conns != NULL && uv_timer_init(s->loop, &s->drain_timer) == 0) {
+        s->drain_timer.data = s;
+        s->drain_timer_open = true;
+        s->handles_open++;
+        uv_timer_start(&s->drain_timer, drain_timer_cb, drain_ms, 0);
+    } else {
+        for (struct api_conn *c = s->conns; c != NULL; c = c->next) {
+            conn_close(c); /* no timer to bound the drain: close at once */
+        }
+    }
+    for (struct api_conn *c = s->conns; c != NULL; c = c->next) {
+        if (c->closing || c->close_pending) {
+            continue;
+        }
+        /* GOAWAY with the largest stream id: the peer opens no new streams from here. */
+        nghttp2_submit_shutdown_notice(c->session);
+        conn_flush(c); /* idle connections also get their final GOAWAY here */
     }
     uv_close((uv_handle_t *)&s->listener, listener_close_cb);
 }

@@ -28,6 +28,9 @@
 /* Largest request message accepted by default: etcd's 1.5 MiB + 512 KiB (ETCD-API.md §5). */
 #define API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT ((size_t)(3u << 19) + (512u << 10))
 
+#define API_SERVER_MAX_CONNECTIONS_DEFAULT 1024
+#define API_SERVER_MAX_CONN_OUTPUT_DEFAULT ((size_t)4 << 20)
+
 /* Longest :path kept; longer paths are answered UNIMPLEMENTED like any unknown method. */
 #define API_SERVER_PATH_MAX 256
 
@@ -37,6 +40,14 @@ struct api_call;
 struct api_server_config {
     /* Largest request message in bytes; 0 selects API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT. */
     size_t max_recv_msg_size;
+    /* Connections served at once; 0 selects API_SERVER_MAX_CONNECTIONS_DEFAULT. Beyond it a
+     * new connection is accepted and closed at once (logged at most once a second). */
+    size_t max_connections;
+    /* Bytes a connection may have in uv_write but not yet written; 0 selects
+     * API_SERVER_MAX_CONN_OUTPUT_DEFAULT. Above it the server pulls no more frames from
+     * nghttp2, so a peer that does not read is held back by HTTP/2 flow control instead of
+     * growing the server's memory. */
+    size_t max_conn_output_bytes;
 };
 
 /*
@@ -47,7 +58,8 @@ struct api_server_config {
  */
 typedef void (*api_unary_fn)(void *data, struct api_call *call, const uint8_t *req, size_t req_len);
 
-/* Runs once when api_server_close() has finished; s is valid during the call only. */
+/* Runs once when api_server_close() or api_server_shutdown() has finished; s is valid during the
+ * call only. */
 typedef void (*api_server_close_cb)(struct api_server *s);
 
 /*
@@ -81,6 +93,16 @@ int api_server_register_unary(struct api_server *s,
  * (may be NULL) runs after every handle has closed; s is freed right after it returns.
  */
 void api_server_close(struct api_server *s, api_server_close_cb done_cb);
+
+/*
+ * Graceful close: stops listening, sends every connection a GOAWAY shutdown notice (so peers
+ * open no new streams) and lets the calls in flight finish. A connection with no open stream
+ * left gets its final GOAWAY (last processed stream id) and closes once that is written.
+ * After drain_ms every remaining connection is closed at once, as by api_server_close (its
+ * calls become dead). done_cb (may be NULL) runs after every handle has closed; s is freed
+ * right after it returns. Call at most once, and not after api_server_close().
+ */
+void api_server_shutdown(struct api_server *s, uint64_t drain_ms, api_server_close_cb done_cb);
 
 /*
  * Answers call with one message (resp, len bytes, copied; resp may be NULL when len is 0):

@@ -1,5 +1,6 @@
 /*
- * echo_server.c — grpc_echo_server --port-file F: the api/grpc_server test peer.
+ * echo_server.c — grpc_echo_server --port-file F [--max-connections N]: the api/grpc_server
+ * test peer.
  *
  * Listens on 127.0.0.1 port 0, writes the bound port to F (via a temporary file and rename,
  * so a reader never sees a partial number), and serves:
@@ -8,8 +9,10 @@
  *   /latch.test.Echo/Fail   fails with INVALID_ARGUMENT "bad thing: é%\n";
  *   /latch.test.Echo/Never  keeps the call unanswered (for the server's deadline enforcement);
  *                           held calls are answered only at SIGTERM, when they are all dead.
- * On SIGTERM it closes the server and runs the loop until every handle is closed (pending
- * Later timers still fire and answer their now-dead calls), then exits 0.
+ * --max-connections N sets api_server_config.max_connections (default: the server's).
+ * On SIGTERM it shuts the server down gracefully (api_server_shutdown, 2000 ms drain: Later
+ * calls in flight are still answered; held Never calls are failed UNAVAILABLE at once) and
+ * runs the loop until every handle is closed, then exits 0.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -99,7 +102,7 @@ static void echo_never(void *data, struct api_call *call, const uint8_t *req, si
     g_never = h;
 }
 
-/* Answers every held Never call; after api_server_close they are dead, so this only frees. */
+/* Answers every held Never call (UNAVAILABLE while draining; dead ones are just freed). */
 static void release_never(void)
 {
     while (g_never != NULL) {
@@ -120,9 +123,9 @@ static void sigterm_cb(uv_signal_t *sig, int signum)
 {
     (void)signum;
     if (g_server != NULL) {
-        api_server_close(g_server, server_closed_cb);
+        api_server_shutdown(g_server, 2000, server_closed_cb);
     }
-    release_never();
+    release_never(); /* their streams would otherwise hold the drain to its limit */
     uv_close((uv_handle_t *)sig, NULL);
 }
 
@@ -147,16 +150,19 @@ static int write_port_file(const char *path, int port)
 int main(int argc, char **argv)
 {
     const char *port_file = NULL;
+    struct api_server_config cfg = {0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--port-file") == 0 && i + 1 < argc) {
             port_file = argv[++i];
+        } else if (strcmp(argv[i], "--max-connections") == 0 && i + 1 < argc) {
+            cfg.max_connections = strtoul(argv[++i], NULL, 10);
         } else {
-            fprintf(stderr, "usage: %s --port-file F\n", argv[0]);
-            return 2;
+            port_file = NULL;
+            break;
         }
     }
     if (port_file == NULL) {
-        fprintf(stderr, "usage: %s --port-file F\n", argv[0]);
+        fprintf(stderr, "usage: %s --port-file F [--max-connections N]\n", argv[0]);
         return 2;
     }
     uv_loop_t loop;
@@ -164,7 +170,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int port = 0;
-    if (api_server_new(&loop, NULL, &g_server) != 0 ||
+    if (api_server_new(&loop, &cfg, &g_server) != 0 ||
         api_server_register_unary(g_server, "/latch.test.Echo/Unary", echo_unary, NULL) != 0 ||
         api_server_register_unary(g_server, "/latch.test.Echo/Later", echo_later, &loop) != 0 ||
         api_server_register_unary(g_server, "/latch.test.Echo/Fail", echo_fail, NULL) != 0 ||

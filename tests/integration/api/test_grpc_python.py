@@ -148,6 +148,8 @@ def curl_checks(port):
 def run_checks(port):
     target = f"127.0.0.1:{port}"
     with grpc.insecure_channel(target) as ch:
+        # The 1.9 MiB echo and the 200 concurrent calls below also cover the per-connection
+        # output cap (max_conn_output_bytes, 4 MiB): writes resume from write_cb after a stall.
         for n in (0, 10, int(1.9 * MIB)):
             payload = os.urandom(n)
             try:
@@ -215,48 +217,114 @@ def run_checks(port):
             check("final Unary", False, f"{e.code()} {e.details()!r}")
 
 
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def start_server(tmp, name, extra=()):
+    """Starts the echo server; returns (child, port or None)."""
+    port_file = os.path.join(tmp, name)
+    child = subprocess.Popen([sys.argv[1], "--port-file", port_file, *extra])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and child.poll() is None:
+        if os.path.exists(port_file):
+            with open(port_file) as f:
+                text = f.read().strip()
+            if text:
+                return child, int(text)
+        time.sleep(0.02)
+    return child, None
+
+
+def stop_server(child, name, signalled=False):
+    """SIGTERM by PID (unless signalled already: a second one kills a draining server);
+    requires exit status 0 within 10 s."""
+    if child.poll() is None and not signalled:
+        os.kill(child.pid, signal.SIGTERM)
+    try:
+        rc = child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(child.pid, signal.SIGKILL)
+        rc = child.wait(timeout=10)
+        check(f"{name} exits after SIGTERM", False, "killed after 10 s")
+    check(f"{name} exit status 0", rc == 0, f"exit {rc}")
+
+
+def connection_limit_checks(tmp):
+    """--max-connections 4: a 5th connection is closed at once; freeing one lets calls in."""
+    child, port = start_server(tmp, "port-limit", ("--max-connections", "4"))
+    if port is None:
+        check("limited server started", False, f"no port file (exit {child.poll()})")
+        stop_server(child, "limited server")
+        return
+    held = []
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            s.sendall(PREFACE)
+            s.recv(9)  # the server's SETTINGS: this connection was accepted and counted
+            held.append(s)
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            try:
+                s.sendall(PREFACE)
+                closed = s.recv(65536) == b""
+            except ConnectionResetError:
+                closed = True
+            except socket.timeout:
+                closed = False
+            check("5th connection over the limit is closed", closed)
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)  # let the server see the EOFs
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        try:
+            check("call works below the limit again", call(ch, UNARY, b"ok", timeout=5) == b"ok")
+        except grpc.RpcError as e:
+            check("call works below the limit again", False, f"{e.code()} {e.details()!r}")
+    stop_server(child, "limited server")
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: test_grpc_python.py PATH/TO/grpc_echo_server", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
-        port_file = os.path.join(tmp, "port")
-        child = subprocess.Popen([sys.argv[1], "--port-file", port_file])
+        connection_limit_checks(tmp)
+        child, port = start_server(tmp, "port")
+        ch = None
+        pending = []
+        signalled = False
         try:
-            port = None
-            ch = None
-            pending = []
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and child.poll() is None:
-                if os.path.exists(port_file):
-                    with open(port_file) as f:
-                        text = f.read().strip()
-                    if text:
-                        port = int(text)
-                        break
-                time.sleep(0.02)
             if port is None:
                 check("server started", False, f"no port file (exit {child.poll()})")
             else:
                 run_checks(port)
                 check("server alive after checks", child.poll() is None, f"exit {child.poll()}")
-                # Stop the server while deferred calls are still held by its handler: they
-                # become dead calls, answered after the connection closed (must not crash).
+                # Graceful shutdown: SIGTERM while 20 Later calls (50 ms) are in flight; the
+                # server drains them (they succeed), refuses new connections, and exits 0.
                 ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+                call(ch, UNARY, b"warm")  # connected, so the calls reach the server at once
                 later = ch.unary_unary(LATER, request_serializer=None,
                                        response_deserializer=None)
                 pending = [later.future(b"x", timeout=5) for _ in range(20)]
                 time.sleep(0.02)
-        finally:
-            if child.poll() is None:
                 os.kill(child.pid, signal.SIGTERM)
-            try:
-                rc = child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(child.pid, signal.SIGKILL)
-                rc = child.wait(timeout=10)
-                check("server exits after SIGTERM", False, "killed after 10 s")
-            check("server exit status 0", rc == 0, f"exit {rc}")
+                signalled = True
+                time.sleep(0.02)
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch2:
+                    expect_code(ch2, "new call after shutdown gives UNAVAILABLE", UNARY, b"n",
+                                grpc.StatusCode.UNAVAILABLE, timeout=2)
+                results = []
+                for fut in pending:
+                    try:
+                        results.append(fut.result())
+                    except grpc.RpcError as e:
+                        results.append(f"{e.code()} {e.details()!r}")
+                pending = []
+                bad = [r for r in results if r != b"x"]
+                check("in-flight calls drained at SIGTERM", not bad, f"{len(bad)} failed: {bad[:1]}")
+        finally:
+            stop_server(child, "server", signalled)
             for fut in pending:
                 fut.exception()  # completes: OK or UNAVAILABLE, either is fine
             if ch is not None:
