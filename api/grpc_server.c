@@ -1,5 +1,5 @@
 /*
- * grpc_server.c — unary gRPC over h2c on libuv + nghttp2 (see grpc_server.h).
+ * grpc_server.c — unary and server-streaming gRPC over h2c on libuv + nghttp2 (see grpc_server.h).
  *
  * Ownership and lifetimes:
  *  - struct api_server owns the listener, the method table and the list of connections; it
@@ -19,9 +19,14 @@
  *  - The request message buffer (call->in_buf) is allocated only once the 5-byte prefix has
  *    declared a length within max_recv_msg_size, and only that many bytes, so idle or slow
  *    streams do not each pin the whole limit.
- *  - Responses are submitted only when the handler answers (rather than submitting headers
- *    early and returning NGHTTP2_ERR_DEFERRED from the provider): that keeps every error a
- *    trailers-only response even when it is decided late.
+ *  - Unary responses are submitted only when the handler answers (rather than submitting
+ *    headers early and returning NGHTTP2_ERR_DEFERRED from the provider): that keeps every
+ *    error a trailers-only response even when it is decided late.
+ *  - A server-streaming call queues framed messages in call->out; HEADERS go out with the first
+ *    send (or finish) with stream_read_cb as the one data provider, which defers while the queue
+ *    is empty and ends with trailers after api_call_finish. Its tick (a 0 ms uv_timer holding a
+ *    call reference, closed at finish) batches flushes and runs the writable callback, also
+ *    when the call dies, so a paused producer always gets to finish (and free) its call.
  *  - Output is capped per connection: while out_bytes (queued in uv_write, not yet written)
  *    is at or above max_conn_output_bytes, conn_flush pulls nothing from nghttp2, which keeps
  *    the frames and, through flow control, stops the peer's requests; write_cb flushes again.
@@ -58,7 +63,8 @@
 struct api_method {
     struct api_method *next;
     api_unary_fn handler;
-    void *data; /* borrowed from the registrant */
+    void *data;  /* borrowed from the registrant */
+    bool stream; /* server-streaming: answered by api_call_send/api_call_finish */
     char path[API_SERVER_PATH_MAX + 1];
 };
 
@@ -84,6 +90,7 @@ struct api_server {
     size_t max_recv_msg_size;
     size_t max_connections;
     size_t max_conn_output_bytes;
+    size_t max_stream_queue_bytes;
     struct api_method *methods;
     struct api_conn *conns;
     size_t nconns;          /* connections in s->conns not yet closing, for max_connections */
@@ -124,9 +131,25 @@ struct api_call {
     size_t msg_len;
     int err_status; /* 0 or the grpc-status decided while reading */
     char err_msg[API_GRPC_TOO_LARGE_MESSAGE_MAX];
-    uint8_t *out; /* owned; prefix + response message */
+    uint8_t *out; /* owned; prefix + response message, or a stream's queue */
     size_t out_len;
     size_t out_off;
+    /* Server streaming: out[out_off, out_len) is the queue of framed messages not yet taken
+     * by nghttp2; out_cap is its allocation. */
+    bool streaming;
+    bool headers_sent;  /* response submitted with stream_read_cb as its data provider */
+    bool deferred;      /* stream_read_cb returned NGHTTP2_ERR_DEFERRED; resume on more */
+    bool finished;      /* api_call_finish ran (or the deadline did): trailers follow the queue */
+    bool tick_open;     /* tick initialised and not yet closing; holds a call reference */
+    bool flush_wanted;  /* a send queued bytes; the tick flushes them (batching many sends) */
+    bool want_writable; /* on_writable registered and not yet run */
+    size_t out_cap;
+    size_t queue_cap; /* max_stream_queue_bytes: above it api_call_send reports would_block */
+    int fin_status;
+    char *fin_msg;   /* owned; percent-encoded grpc-message for the trailers, or NULL */
+    uv_timer_t tick; /* 0 ms timer: flushes sends, runs the writable callback, on the loop */
+    void (*writable_cb)(struct api_call *call, void *data);
+    void *writable_data;
 };
 
 /* A connection over max_connections: accepted only to be closed; freed in its close cb. */
@@ -145,6 +168,7 @@ struct api_write {
 static void conn_flush(struct api_conn *c);
 static void conn_close(struct api_conn *c);
 static void server_drain_stop(struct api_server *s);
+static void call_stream_expire(struct api_call *call);
 
 /* ---- calls ---------------------------------------------------------------------------- */
 
@@ -157,6 +181,7 @@ static void call_unref(struct api_call *call)
     LATCH_ASSERT(call->conn == NULL);
     free(call->in_buf);
     free(call->out);
+    free(call->fin_msg);
     free(call);
 }
 
@@ -173,6 +198,66 @@ static void call_stop_deadline(struct api_call *call)
     }
     call->timer_armed = false;
     uv_close((uv_handle_t *)&call->deadline, call_deadline_close_cb);
+}
+
+static size_t call_queued(const struct api_call *call)
+{
+    return call->out_len - call->out_off;
+}
+
+/*
+ * The tick of a streaming call: flushes what sends queued (once per loop iteration rather than
+ * once per message) and runs the writable callback when it is due. Running both from a timer
+ * keeps producer code out of nghttp2's callbacks and out of the producer's own sends.
+ */
+static void call_tick_cb(uv_timer_t *t)
+{
+    struct api_call *call = t->data;
+    if (call->flush_wanted) {
+        call->flush_wanted = false;
+        if (call->conn != NULL) {
+            conn_flush(call->conn);
+        }
+    }
+    if (call->want_writable &&
+        (!api_call_is_alive(call) || call_queued(call) < call->queue_cap / 2)) {
+        call->want_writable = false;
+        call->writable_cb(call, call->writable_data); /* may finish call: the tick closes */
+    }
+}
+
+/* Runs the tick on the next loop iteration (nothing once it is closing). */
+static void call_kick(struct api_call *call)
+{
+    if (call->tick_open) {
+        uv_timer_start(&call->tick, call_tick_cb, 0, 0);
+    }
+}
+
+/* Schedules a waiting writable callback when the producer may go on, or must learn the call
+ * died (otherwise it would wait forever and never finish the call). */
+static void call_check_writable(struct api_call *call)
+{
+    if (call->want_writable &&
+        (!api_call_is_alive(call) || call_queued(call) < call->queue_cap / 2)) {
+        call_kick(call);
+    }
+}
+
+static void call_tick_close_cb(uv_handle_t *h)
+{
+    call_unref(h->data); /* the tick's reference */
+}
+
+/* Closes the tick once the call is answered; its reference is dropped in the close callback. */
+static void call_stop_tick(struct api_call *call)
+{
+    if (!call->tick_open) {
+        return;
+    }
+    call->tick_open = false;
+    call->want_writable = false;
+    uv_close((uv_handle_t *)&call->tick, call_tick_close_cb);
 }
 
 /* Unlinks call from its connection (the stream is gone) and drops the stream's reference. */
@@ -192,6 +277,7 @@ static void call_detach(struct api_call *call)
     call->prev = call->next = NULL;
     call->conn = NULL;
     call->stream_id = 0;
+    call_check_writable(call); /* a paused producer must hear that the call died */
     call_unref(call);
 }
 
@@ -264,6 +350,9 @@ int api_call_fail(struct api_call *call, int grpc_status, const char *message)
     LATCH_ASSERT(!call->answered);
     LATCH_ASSERTF(grpc_status > 0 && grpc_status < API_GRPC_STATUS_COUNT, "grpc_status=%d",
                   grpc_status);
+    if (call->streaming) {
+        return api_call_finish(call, grpc_status, message);
+    }
     call->answered = true;
     call_stop_deadline(call);
     if (!api_call_is_alive(call)) {
@@ -289,7 +378,12 @@ static void call_deadline_cb(uv_timer_t *t)
     }
     struct api_conn *c = call->conn;
     call->expired = true;
-    call_submit_error(call, "200", API_GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+    if (call->headers_sent) {
+        call_stream_expire(call);
+    } else {
+        call_submit_error(call, "200", API_GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+    }
+    call_check_writable(call); /* the producer learns from api_call_send that it is over */
     conn_flush(c);
 }
 
@@ -306,6 +400,229 @@ static void call_arm_deadline(struct api_call *call)
     call->timer_armed = true;
     call->refs++; /* the timer's, dropped in call_deadline_close_cb */
     uv_timer_start(&call->deadline, call_deadline_cb, call->timeout_ms, 0);
+}
+
+/* ---- server streaming ----------------------------------------------------------------- */
+
+/* Makes room for n more bytes at the end of call's queue: compacts when at least half of it is
+ * already sent (so each byte moves O(1) times), grows otherwise. Returns 0 or LATCH_ENOMEM. */
+static int call_queue_reserve(struct api_call *call, size_t n)
+{
+    size_t queued = call_queued(call);
+    if (call->out_cap - call->out_len >= n) {
+        return 0;
+    }
+    if (call->out_off > 0 && call->out_off >= queued) {
+        memmove(call->out, call->out + call->out_off, queued);
+        call->out_off = 0;
+        call->out_len = queued;
+        if (call->out_cap - call->out_len >= n) {
+            return 0;
+        }
+    }
+    size_t ncap = call->out_cap == 0 ? 4096 : call->out_cap;
+    while (ncap - call->out_len < n) {
+        ncap *= 2;
+    }
+    uint8_t *nout = realloc(call->out, ncap);
+    if (nout == NULL) {
+        return LATCH_ENOMEM;
+    }
+    call->out = nout;
+    call->out_cap = ncap;
+    return 0;
+}
+
+/* Records the trailers stream_read_cb sends after the queue: grpc-status and, when non-OK,
+ * the percent-encoded message (dropped if it cannot be allocated: the status matters most). */
+static void call_set_trailers(struct api_call *call, int grpc_status, const char *message)
+{
+    call->fin_status = grpc_status;
+    call->finished = true;
+    if (grpc_status != 0 && message != NULL && call->fin_msg == NULL) {
+        call->fin_msg = malloc(API_GRPC_MESSAGE_ENCODED_MAX);
+        if (call->fin_msg != NULL) {
+            api_grpc_message_encode(message, call->fin_msg, API_GRPC_MESSAGE_ENCODED_MAX);
+        }
+    }
+}
+
+static int call_submit_stream_trailers(nghttp2_session *session, struct api_call *call)
+{
+    char status[12];
+    snprintf(status, sizeof(status), "%d", call->fin_status);
+    const char *msg = call->fin_msg != NULL ? call->fin_msg : "";
+    nghttp2_nv trailers[] = {
+        {(uint8_t *)"grpc-status", (uint8_t *)status, 11, strlen(status), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"grpc-message", (uint8_t *)msg, 12, strlen(msg), NGHTTP2_NV_FLAG_NONE},
+    };
+    int rv =
+        nghttp2_submit_trailer(session, call->stream_id, trailers, call->fin_msg != NULL ? 2 : 1);
+    if (rv != 0) {
+        latch_log(LATCH_LOG_WARN, "grpc: submit trailer on stream %d: %s", call->stream_id,
+                  nghttp2_strerror(rv));
+    }
+    return rv;
+}
+
+/*
+ * The data provider of a streaming response: hands nghttp2 what is queued, defers while the
+ * queue is empty and the call not finished (api_call_send/finish resume it), and ends with
+ * trailers once finished and drained.
+ */
+static ssize_t stream_read_cb(nghttp2_session *session,
+                              int32_t stream_id,
+                              uint8_t *buf,
+                              size_t length,
+                              uint32_t *data_flags,
+                              nghttp2_data_source *source,
+                              void *user_data)
+{
+    (void)stream_id;
+    (void)user_data;
+    struct api_call *call = source->ptr;
+    size_t n = call_queued(call);
+    n = n < length ? n : length;
+    if (n > 0) {
+        memcpy(buf, call->out + call->out_off, n);
+        call->out_off += n;
+    }
+    if (call->out_off == call->out_len) {
+        call->out_off = call->out_len = 0;
+    }
+    call_check_writable(call);
+    if (call_queued(call) > 0 || (!call->finished && n > 0)) {
+        return (ssize_t)n;
+    }
+    if (!call->finished) {
+        call->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    if (call_submit_stream_trailers(session, call) != 0) {
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    return (ssize_t)n;
+}
+
+/* Submits HEADERS with stream_read_cb the first time, or wakes a deferred provider. Returns 0,
+ * or LATCH_ENOMEM after resetting the stream. */
+static int call_stream_submit(struct api_call *call)
+{
+    if (call->headers_sent) {
+        if (call->deferred) {
+            call->deferred = false;
+            nghttp2_session_resume_data(call->conn->session, call->stream_id);
+        }
+        return 0;
+    }
+    nghttp2_nv nva[] = {
+        {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+    };
+    nghttp2_data_provider prd;
+    prd.source.ptr = call;
+    prd.read_callback = stream_read_cb;
+    int rv = nghttp2_submit_response(call->conn->session, call->stream_id, nva, 2, &prd);
+    if (rv != 0) {
+        latch_log(LATCH_LOG_WARN, "grpc: submit response on stream %d: %s", call->stream_id,
+                  nghttp2_strerror(rv));
+        nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE, call->stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+        return LATCH_ENOMEM;
+    }
+    call->headers_sent = true;
+    return 0;
+}
+
+/* The deadline passed after HEADERS went out: drop what is queued (the client stopped
+ * waiting for it) and end the stream with DEADLINE_EXCEEDED trailers. */
+static void call_stream_expire(struct api_call *call)
+{
+    call->out_off = call->out_len = 0;
+    call_set_trailers(call, API_GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
+    call_stream_submit(call);
+}
+
+int api_call_send(struct api_call *call, const uint8_t *msg, size_t len, bool *would_block)
+{
+    LATCH_ASSERT(call->streaming && !call->answered);
+    if (would_block != NULL) {
+        *would_block = false;
+    }
+    if (!api_call_is_alive(call)) {
+        return LATCH_ESTATE;
+    }
+    if (len > UINT32_MAX) {
+        return LATCH_ETOOBIG;
+    }
+    if (call_queue_reserve(call, API_GRPC_FRAME_HEADER_SIZE + len) != 0) {
+        return LATCH_ENOMEM;
+    }
+    api_grpc_frame_header(call->out + call->out_len, (uint32_t)len);
+    if (len > 0) {
+        memcpy(call->out + call->out_len + API_GRPC_FRAME_HEADER_SIZE, msg, len);
+    }
+    call->out_len += API_GRPC_FRAME_HEADER_SIZE + len;
+    if (call_stream_submit(call) != 0) {
+        return LATCH_ENOMEM;
+    }
+    if (!call->flush_wanted) {
+        call->flush_wanted = true;
+        call_kick(call);
+    }
+    if (would_block != NULL) {
+        *would_block = call_queued(call) > call->queue_cap;
+    }
+    return 0;
+}
+
+void api_call_on_writable(struct api_call *call,
+                          void (*cb)(struct api_call *call, void *data),
+                          void *data)
+{
+    LATCH_ASSERT(call->streaming && !call->answered);
+    call->writable_cb = cb;
+    call->writable_data = data;
+    call->want_writable = true;
+    call_check_writable(call); /* already below half, or dead: run on the next iteration */
+}
+
+int api_call_finish(struct api_call *call, int grpc_status, const char *message)
+{
+    LATCH_ASSERT(call->streaming && !call->answered);
+    LATCH_ASSERTF(grpc_status >= 0 && grpc_status < API_GRPC_STATUS_COUNT, "grpc_status=%d",
+                  grpc_status);
+    call->answered = true;
+    call_stop_deadline(call);
+    call_stop_tick(call); /* call_finish_answer flushes what the tick would have */
+    if (!api_call_is_alive(call)) {
+        call_unref(call);
+        return LATCH_ESTATE;
+    }
+    int rc;
+    if (call->headers_sent) {
+        call_set_trailers(call, grpc_status, message);
+        rc = call_stream_submit(call);
+    } else {
+        rc = call_submit_error(call, "200", grpc_status, grpc_status != 0 ? message : NULL);
+    }
+    call_finish_answer(call);
+    return rc;
+}
+
+/* Readies a call for a server-streaming handler. Returns 0 or LATCH_ENOMEM. */
+static int call_stream_init(struct api_call *call)
+{
+    if (uv_timer_init(call->conn->server->loop, &call->tick) != 0) {
+        return LATCH_ENOMEM;
+    }
+    call->tick.data = call;
+    call->tick_open = true;
+    call->refs++; /* the tick's, dropped in call_tick_close_cb */
+    call->streaming = true;
+    call->queue_cap = call->conn->server->max_stream_queue_bytes;
+    return 0;
 }
 
 static ssize_t data_read_cb(nghttp2_session *session,
@@ -341,7 +658,7 @@ static ssize_t data_read_cb(nghttp2_session *session,
 
 int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len)
 {
-    LATCH_ASSERT(!call->answered);
+    LATCH_ASSERT(!call->answered && !call->streaming);
     if (len > UINT32_MAX) {
         api_call_fail(call, API_GRPC_STATUS_INTERNAL, "response message too large");
         return LATCH_ETOOBIG;
@@ -437,6 +754,10 @@ static void call_dispatch(struct api_call *call)
     }
     if (!call->have_msg) {
         api_call_fail(call, API_GRPC_STATUS_INTERNAL, "grpc: unary request without a message");
+        return;
+    }
+    if (m->stream && call_stream_init(call) != 0) {
+        api_call_fail(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     call_arm_deadline(call);
@@ -973,6 +1294,7 @@ int api_server_new(uv_loop_t *loop, const struct api_server_config *cfg, struct 
     s->max_recv_msg_size = API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT;
     s->max_connections = API_SERVER_MAX_CONNECTIONS_DEFAULT;
     s->max_conn_output_bytes = API_SERVER_MAX_CONN_OUTPUT_DEFAULT;
+    s->max_stream_queue_bytes = API_SERVER_MAX_STREAM_QUEUE_DEFAULT;
     if (cfg != NULL && cfg->max_recv_msg_size != 0) {
         s->max_recv_msg_size = cfg->max_recv_msg_size;
     }
@@ -981,6 +1303,9 @@ int api_server_new(uv_loop_t *loop, const struct api_server_config *cfg, struct 
     }
     if (cfg != NULL && cfg->max_conn_output_bytes != 0) {
         s->max_conn_output_bytes = cfg->max_conn_output_bytes;
+    }
+    if (cfg != NULL && cfg->max_stream_queue_bytes != 0) {
+        s->max_stream_queue_bytes = cfg->max_stream_queue_bytes;
     }
     if (uv_tcp_init(loop, &s->listener) != 0) {
         free(s);
@@ -1030,10 +1355,8 @@ int api_server_listen(struct api_server *s, const char *host, int port, int *bou
     return 0;
 }
 
-int api_server_register_unary(struct api_server *s,
-                              const char *path,
-                              api_unary_fn handler,
-                              void *data)
+static int server_add_method(
+    struct api_server *s, const char *path, api_unary_fn handler, void *data, bool stream)
 {
     size_t len = strlen(path);
     if (len == 0 || len > API_SERVER_PATH_MAX || handler == NULL) {
@@ -1051,9 +1374,26 @@ int api_server_register_unary(struct api_server *s,
     memcpy(m->path, path, len + 1);
     m->handler = handler;
     m->data = data;
+    m->stream = stream;
     m->next = s->methods;
     s->methods = m;
     return 0;
+}
+
+int api_server_register_unary(struct api_server *s,
+                              const char *path,
+                              api_unary_fn handler,
+                              void *data)
+{
+    return server_add_method(s, path, handler, data, false);
+}
+
+int api_server_register_server_stream(struct api_server *s,
+                                      const char *path,
+                                      api_unary_fn handler,
+                                      void *data)
+{
+    return server_add_method(s, path, handler, data, true);
 }
 
 void api_server_close(struct api_server *s, api_server_close_cb done_cb)

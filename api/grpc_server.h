@@ -1,6 +1,6 @@
 /*
- * grpc_server.h — a unary gRPC server over cleartext HTTP/2 (h2c, prior knowledge) on the
- * caller's libuv loop (ETCD-API.md §5, §6, §9.2).
+ * grpc_server.h — a unary and server-streaming gRPC server over cleartext HTTP/2 (h2c, prior
+ * knowledge) on the caller's libuv loop (ETCD-API.md §5, §6, §9.2).
  *
  * One nghttp2 server session per accepted TCP connection. The server sends its SETTINGS
  * first (MAX_CONCURRENT_STREAMS 100, INITIAL_WINDOW_SIZE 1 MiB), sets TCP_NODELAY and
@@ -28,8 +28,9 @@
 /* Largest request message accepted by default: etcd's 1.5 MiB + 512 KiB (ETCD-API.md §5). */
 #define API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT ((size_t)(3u << 19) + (512u << 10))
 
-#define API_SERVER_MAX_CONNECTIONS_DEFAULT 1024
-#define API_SERVER_MAX_CONN_OUTPUT_DEFAULT ((size_t)4 << 20)
+#define API_SERVER_MAX_CONNECTIONS_DEFAULT  1024
+#define API_SERVER_MAX_CONN_OUTPUT_DEFAULT  ((size_t)4 << 20)
+#define API_SERVER_MAX_STREAM_QUEUE_DEFAULT ((size_t)1 << 20)
 
 /* Longest :path kept; longer paths are answered UNIMPLEMENTED like any unknown method. */
 #define API_SERVER_PATH_MAX 256
@@ -48,6 +49,10 @@ struct api_server_config {
      * nghttp2, so a peer that does not read is held back by HTTP/2 flow control instead of
      * growing the server's memory. */
     size_t max_conn_output_bytes;
+    /* Bytes (prefixes included) a server-streaming call may have queued but not yet taken by
+     * nghttp2 before api_call_send() reports would_block; 0 selects
+     * API_SERVER_MAX_STREAM_QUEUE_DEFAULT. */
+    size_t max_stream_queue_bytes;
 };
 
 /*
@@ -88,6 +93,17 @@ int api_server_register_unary(struct api_server *s,
                               void *data);
 
 /*
+ * Like api_server_register_unary, for a server-streaming method: handler runs once with the
+ * request; it (now or later) queues any number of messages with api_call_send() and ends the
+ * call with exactly one api_call_finish() (api_call_fail() is taken as a finish with that
+ * status). api_call_reply() must not be used on such a call.
+ */
+int api_server_register_server_stream(struct api_server *s,
+                                      const char *path,
+                                      api_unary_fn handler,
+                                      void *data);
+
+/*
  * Stops listening and closes every connection at once (no graceful GOAWAY drain). Calls
  * still held by handlers become dead: answering them later is safe and frees them. done_cb
  * (may be NULL) runs after every handle has closed; s is freed right after it returns.
@@ -122,6 +138,37 @@ int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len);
  * LATCH_ENOMEM (the stream is reset instead).
  */
 int api_call_fail(struct api_call *call, int grpc_status, const char *message);
+
+/*
+ * Queues one response message (msg, len bytes, copied with its 5-byte prefix; msg may be NULL
+ * when len is 0) on a server-streaming call; HEADERS go out with the first send or the finish.
+ * Never drops a message: *would_block (may be NULL) is set to true when the queue now holds
+ * more than max_stream_queue_bytes, false otherwise; the producer should then pause until
+ * api_call_on_writable() calls back. Does not consume call. Returns 0, LATCH_ESTATE (the call
+ * is dead: stream gone, connection closed or deadline expired; the message is discarded; the
+ * call must still be finished), LATCH_ETOOBIG (len over 4 GiB - 1) or LATCH_ENOMEM.
+ */
+int api_call_send(struct api_call *call, const uint8_t *msg, size_t len, bool *would_block);
+
+/*
+ * Runs cb(call, data) once, from a loop callback (never from inside api_call_send or
+ * nghttp2), when the queue of a server-streaming call has fallen below half of
+ * max_stream_queue_bytes, or at once (on the next loop iteration) when it already is or the
+ * call is dead, so a paused producer resumes without polling. A later registration replaces
+ * an earlier one that has not run; api_call_finish() cancels it. data is borrowed.
+ */
+void api_call_on_writable(struct api_call *call,
+                          void (*cb)(struct api_call *call, void *data),
+                          void *data);
+
+/*
+ * Ends a server-streaming call: what is queued is still sent, then trailers with grpc-status
+ * grpc_status (0–16) and, when non-OK, grpc-message message (percent-encoded as for
+ * api_call_fail; NULL means none). With nothing ever sent the answer is trailers-only.
+ * Consumes call in every case. Returns 0, LATCH_ESTATE (the call was dead; it is freed) or
+ * LATCH_ENOMEM (the stream is reset instead).
+ */
+int api_call_finish(struct api_call *call, int grpc_status, const char *message);
 
 /* The request's :path (NUL-terminated, owned by call, valid until the call is answered). */
 const char *api_call_path(const struct api_call *call);

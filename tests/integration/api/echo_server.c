@@ -8,7 +8,10 @@
  *   /latch.test.Echo/Later  replies the request bytes 50 ms later from a uv_timer (deferred);
  *   /latch.test.Echo/Fail   fails with INVALID_ARGUMENT "bad thing: é%\n";
  *   /latch.test.Echo/Never  keeps the call unanswered (for the server's deadline enforcement);
- *                           held calls are answered only at SIGTERM, when they are all dead.
+ *                           held calls are answered only at SIGTERM, when they are all dead;
+ *   /latch.test.Echo/Count  server-streaming: the request is a decimal N; streams N messages,
+ *                           the indexes 0..N-1 as decimal ASCII, pausing at would_block and
+ *                           resuming from the writable callback; then finishes OK.
  * --max-connections N sets api_server_config.max_connections (default: the server's).
  * On SIGTERM it shuts the server down gracefully (api_server_shutdown, 2000 ms drain: Later
  * calls in flight are still answered; held Never calls are failed UNAVAILABLE at once) and
@@ -16,6 +19,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +35,83 @@ struct later {
     size_t len;
     uint8_t bytes[];
 };
+
+/* Count producers still running: /latch.test.Echo/Active reports it, so the test can see
+ * that a cancelled stream stops its producer without timing anything. */
+static unsigned long g_counters_live;
+
+/* A Count producer; owns itself and is freed when it finishes the call. */
+struct counter {
+    struct api_call *call;
+    unsigned long long next, n;
+};
+
+/* Sends until the queue is full (then resumes from the writable callback) or all are sent. */
+static void count_produce(struct api_call *call, void *data)
+{
+    struct counter *k = data;
+    while (k->next < k->n) {
+        char buf[24];
+        int len = snprintf(buf, sizeof(buf), "%llu", k->next);
+        bool would_block = false;
+        int rc = api_call_send(call, (const uint8_t *)buf, (size_t)len, &would_block);
+        if (rc != 0) {
+            /* Dead (client cancelled, deadline, shutdown) or out of memory: stop producing. */
+            api_call_finish(call, API_GRPC_STATUS_UNAVAILABLE, "send failed");
+            free(k);
+            g_counters_live--;
+            return;
+        }
+        k->next++;
+        if (would_block) {
+            api_call_on_writable(call, count_produce, k);
+            return;
+        }
+    }
+    api_call_finish(call, API_GRPC_STATUS_OK, NULL);
+    free(k);
+    g_counters_live--;
+}
+
+/* Unary: the number of Count producers still running, as decimal ASCII. */
+static void echo_active(void *data, struct api_call *call, const uint8_t *req, size_t req_len)
+{
+    (void)data;
+    (void)req;
+    (void)req_len;
+    char buf[24];
+    int len = snprintf(buf, sizeof(buf), "%lu", g_counters_live);
+    api_call_reply(call, (const uint8_t *)buf, (size_t)len);
+}
+
+static void echo_count(void *data, struct api_call *call, const uint8_t *req, size_t req_len)
+{
+    (void)data;
+    char text[24];
+    if (req_len == 0 || req_len >= sizeof(text)) {
+        api_call_finish(call, API_GRPC_STATUS_INVALID_ARGUMENT, "want a decimal count");
+        return;
+    }
+    memcpy(text, req, req_len);
+    text[req_len] = '\0';
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(text, &end, 10);
+    if (errno != 0 || *end != '\0' || text[0] < '0' || text[0] > '9') {
+        api_call_finish(call, API_GRPC_STATUS_INVALID_ARGUMENT, "want a decimal count");
+        return;
+    }
+    struct counter *k = malloc(sizeof(*k));
+    if (k == NULL) {
+        api_call_finish(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    k->call = call;
+    k->next = 0;
+    k->n = n;
+    g_counters_live++;
+    count_produce(call, k);
+}
 
 /* A call held by Never; owned by g_never until answered at shutdown. */
 struct held {
@@ -175,6 +256,9 @@ int main(int argc, char **argv)
         api_server_register_unary(g_server, "/latch.test.Echo/Later", echo_later, &loop) != 0 ||
         api_server_register_unary(g_server, "/latch.test.Echo/Fail", echo_fail, NULL) != 0 ||
         api_server_register_unary(g_server, "/latch.test.Echo/Never", echo_never, NULL) != 0 ||
+        api_server_register_unary(g_server, "/latch.test.Echo/Active", echo_active, NULL) != 0 ||
+        api_server_register_server_stream(g_server, "/latch.test.Echo/Count", echo_count, NULL) !=
+            0 ||
         api_server_listen(g_server, "127.0.0.1", 0, &port) != 0) {
         fprintf(stderr, "echo_server: cannot start the server\n");
         g_exit_code = 1;

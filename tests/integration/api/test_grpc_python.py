@@ -21,6 +21,8 @@ UNARY = "/latch.test.Echo/Unary"
 LATER = "/latch.test.Echo/Later"
 FAIL = "/latch.test.Echo/Fail"
 NEVER = "/latch.test.Echo/Never"
+COUNT = "/latch.test.Echo/Count"
+ACTIVE = "/latch.test.Echo/Active"
 MIB = 1024 * 1024
 
 failures = []
@@ -136,16 +138,65 @@ def curl_checks(port):
     check("application/grpc+proto accepted", st == 200 and "grpc-status: 0" in head,
           f"{st} {head!r}")
     # curl has no gRPC deadline of its own, so a DEADLINE_EXCEEDED here came from the server.
-    t0 = time.monotonic()
     st, head = curl_h2(port, NEVER, "POST", "application/grpc", body=msg,
                        extra=("te: trailers", "grpc-timeout: 100m"))
-    took = time.monotonic() - t0
     check("server enforces grpc-timeout", st == 200 and "grpc-status: 4" in head
-          and "grpc-message: deadline exceeded" in head and took < 3,
-          f"{st} in {took:.2f} s {head!r}")
+          and "grpc-message: deadline exceeded" in head, f"{st} {head!r}")
 
 
-def run_checks(port):
+def count_stream(ch, n, slow=False, timeout=60):
+    """Calls Count(n); returns (messages, error text or None)."""
+    fn = ch.unary_stream(COUNT, None, None)
+    got = []
+    try:
+        for i, msg in enumerate(fn(str(n).encode(), timeout=timeout)):
+            got.append(msg)
+            if slow and i % 1000 == 999:
+                time.sleep(0.001)
+    except grpc.RpcError as e:
+        return got, f"{e.code()} {e.details()!r}"
+    return got, None
+
+
+def stream_checks(ch, pid):
+    """Server streaming (Count): many messages in order, none, a slow reader, a cancel."""
+    for n, slow in ((100000, False), (0, False), (20000, True)):
+        name = f"Count {n}{' slow reader' if slow else ''}"
+        got, err = count_stream(ch, n, slow=slow)
+        want = [str(i).encode() for i in range(n)]
+        bad = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+        check(name, err is None and len(got) == n and bad is None,
+              f"err {err}, {len(got)} messages, first mismatch at {bad}")
+    fn = ch.unary_stream(COUNT, None, None)
+    it = fn(b"1000000", timeout=60)
+    got = []
+    code = None
+    try:
+        for msg in it:
+            got.append(msg)
+            if len(got) == 10:
+                it.cancel()
+    except grpc.RpcError as e:
+        code = e.code()
+    check("Count cancelled after 10 gives CANCELLED", code == grpc.StatusCode.CANCELLED
+          and got[:10] == [str(i).encode() for i in range(10)], f"{code}, {len(got)} messages")
+    # The producer must notice the reset and stop: wait (bounded, 10 s) until the server
+    # reports no Count producer running. A condition, not a speed: nothing is timed.
+    active = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        active = call(ch, ACTIVE, b"")
+        if active == b"0":
+            break
+        time.sleep(0.05)
+    check("server stops producing after cancel", active == b"0", f"active producers {active!r}")
+    try:
+        check("Unary healthy after cancelled stream", call(ch, UNARY, b"ok") == b"ok")
+    except grpc.RpcError as e:
+        check("Unary healthy after cancelled stream", False, f"{e.code()} {e.details()!r}")
+
+
+def run_checks(port, pid):
     target = f"127.0.0.1:{port}"
     with grpc.insecure_channel(target) as ch:
         # The 1.9 MiB echo and the 200 concurrent calls below also cover the per-connection
@@ -206,6 +257,8 @@ def run_checks(port):
         except grpc.RpcError as e:
             check("Unary healthy after expired calls", False, f"{e.code()} {e.details()!r}")
 
+        stream_checks(ch, pid)
+
     curl_checks(port)
 
     raw_malformed_peers(port)
@@ -237,7 +290,7 @@ def start_server(tmp, name, extra=()):
 
 def stop_server(child, name, signalled=False):
     """SIGTERM by PID (unless signalled already: a second one kills a draining server);
-    requires exit status 0 within 10 s."""
+    requires exit status 0 within 10 s (a bound on the wait, not a speed check)."""
     if child.poll() is None and not signalled:
         os.kill(child.pid, signal.SIGTERM)
     try:
@@ -298,7 +351,7 @@ def main():
             if port is None:
                 check("server started", False, f"no port file (exit {child.poll()})")
             else:
-                run_checks(port)
+                run_checks(port, child.pid)
                 check("server alive after checks", child.poll() is None, f"exit {child.poll()}")
                 # Graceful shutdown: SIGTERM while 20 Later calls (50 ms) are in flight; the
                 # server drains them (they succeed), refuses new connections, and exits 0.
