@@ -860,16 +860,16 @@ static size_t call_take_prefix(struct api_call *call, const uint8_t *data, size_
     if (call->prefix_len < API_GRPC_FRAME_HEADER_SIZE) {
         return used;
     }
-    const uint8_t *p = call->prefix;
     size_t max = call->conn->server->max_recv_msg_size;
-    call->body_len = (size_t)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 |
-                              (uint32_t)p[4]);
-    if (p[0] == 1) {
+    uint32_t declared = 0;
+    int rc = api_grpc_frame_prefix_check(call->prefix, max, &declared);
+    call->body_len = declared;
+    if (rc == LATCH_EINVAL && call->prefix[0] == 1) {
         call_set_error(call, API_GRPC_STATUS_UNIMPLEMENTED,
                        "grpc: compressed message but no grpc-encoding is supported");
-    } else if (p[0] != 0) {
+    } else if (rc == LATCH_EINVAL) {
         call_set_error(call, API_GRPC_STATUS_INTERNAL, "grpc: invalid message compression flag");
-    } else if (call->body_len > max) {
+    } else if (rc == LATCH_ETOOBIG) {
         call->err_status = API_GRPC_STATUS_RESOURCE_EXHAUSTED;
         api_grpc_too_large_message(call->err_msg, sizeof(call->err_msg), call->body_len, max);
     } else if (call->body_len > 0) {

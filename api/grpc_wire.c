@@ -62,6 +62,19 @@ int api_grpc_decoder_init(struct api_grpc_decoder *d, uint8_t *buf, size_t buf_s
     return 0;
 }
 
+int api_grpc_frame_prefix_check(const uint8_t prefix[API_GRPC_FRAME_HEADER_SIZE],
+                                size_t max,
+                                uint32_t *len_out)
+{
+    LATCH_ASSERT(prefix != NULL && len_out != NULL);
+    *len_out = (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 |
+               (uint32_t)prefix[4];
+    if (prefix[0] != 0) {
+        return LATCH_EINVAL;
+    }
+    return (uint64_t)*len_out > (uint64_t)max ? LATCH_ETOOBIG : 0;
+}
+
 /*
  * The flag byte is checked as soon as it arrives, and the length as soon as the prefix is
  * complete, so a bad or oversized message is refused before any of its body is buffered.
@@ -104,10 +117,9 @@ int api_grpc_decoder_feed(struct api_grpc_decoder *d,
         }
     }
     if (d->body_have == 0 && d->hdr_len == API_GRPC_FRAME_HEADER_SIZE) {
-        d->body_len = (uint32_t)d->hdr[1] << 24 | (uint32_t)d->hdr[2] << 16 |
-                      (uint32_t)d->hdr[3] << 8 | (uint32_t)d->hdr[4];
-        if ((uint64_t)d->body_len > (uint64_t)d->buf_size) {
-            d->err = LATCH_ETOOBIG;
+        int rc = api_grpc_frame_prefix_check(d->hdr, d->buf_size, &d->body_len);
+        if (rc != 0) {
+            d->err = rc;
             *consumed = used;
             return d->err;
         }

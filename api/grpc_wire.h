@@ -53,6 +53,16 @@ const char *api_grpc_status_name(int code);
 void api_grpc_frame_header(uint8_t out[API_GRPC_FRAME_HEADER_SIZE], uint32_t len);
 
 /*
+ * Reads a complete prefix: *len_out gets the declared message length. Returns 0, or
+ * LATCH_EINVAL when the flag byte is not 0 (1 = compressed, which no grpc-encoding we accept
+ * allows; anything else is garbage), or LATCH_ETOOBIG when the length exceeds max. The one
+ * check shared by api_grpc_decoder_feed and servers that buffer each message separately.
+ */
+int api_grpc_frame_prefix_check(const uint8_t prefix[API_GRPC_FRAME_HEADER_SIZE],
+                                size_t max,
+                                uint32_t *len_out);
+
+/*
  * Incremental decoder for one stream's request body. A DATA frame may carry part of a
  * message or several messages, so the stream keeps one of these and feeds it every chunk.
  * Storage is the caller's (x_init, no close needed); fields are private to grpc_wire.c.

@@ -508,6 +508,24 @@ static void test_status_name_of_out_of_range_code_is_unknown(void **state)
     assert_string_equal(api_grpc_status_name(1000), "UNKNOWN");
 }
 
+/* The prefix check both the decoder and the server use: flag, then length against max. */
+static void test_prefix_check_reads_length_and_refuses_flag_and_oversize(void **state)
+{
+    (void)state;
+    uint8_t p[API_GRPC_FRAME_HEADER_SIZE];
+    uint32_t len = 0;
+
+    api_grpc_frame_header(p, 300);
+    assert_int_equal(api_grpc_frame_prefix_check(p, 300, &len), 0);
+    assert_int_equal(len, 300);
+    assert_int_equal(api_grpc_frame_prefix_check(p, 299, &len), LATCH_ETOOBIG);
+    assert_int_equal(len, 300);
+    p[0] = 1;
+    assert_int_equal(api_grpc_frame_prefix_check(p, 1000, &len), LATCH_EINVAL);
+    p[0] = 0x80;
+    assert_int_equal(api_grpc_frame_prefix_check(p, 1000, &len), LATCH_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_message_decode_reads_only_len_bytes_and_truncates),
         cmocka_unit_test(test_status_names_cover_all_codes),
         cmocka_unit_test(test_status_name_of_out_of_range_code_is_unknown),
+        cmocka_unit_test(test_prefix_check_reads_length_and_refuses_flag_and_oversize),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

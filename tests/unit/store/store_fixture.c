@@ -104,6 +104,26 @@ int fx_apply(struct fx *f, const struct store_cmd *c, struct store_result *res)
     return res->err;
 }
 
+struct store_op fx_op_put(const char *key, const char *value)
+{
+    struct store_op op = {.type = STORE_OP_PUT};
+    op.u.put = (struct store_put_req){.key = (const uint8_t *)key,
+                                      .key_len = (uint32_t)strlen(key),
+                                      .value = (const uint8_t *)value,
+                                      .value_len = (uint32_t)strlen(value)};
+    return op;
+}
+
+struct store_op fx_op_del(const char *key, const char *end)
+{
+    struct store_op op = {.type = STORE_OP_DELETE};
+    op.u.del = (struct store_delete_req){.key = (const uint8_t *)key,
+                                         .key_len = (uint32_t)strlen(key),
+                                         .range_end = (const uint8_t *)end,
+                                         .range_end_len = end != NULL ? (uint32_t)strlen(end) : 0};
+    return op;
+}
+
 int fx_put(struct fx *f, const char *key, const char *value, int64_t lease)
 {
     struct store_op op = {.type = STORE_OP_PUT};

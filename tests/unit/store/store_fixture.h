@@ -42,6 +42,11 @@ int fx_apply(struct fx *f, const struct store_cmd *c, struct store_result *res);
 int fx_put(struct fx *f, const char *key, const char *value, int64_t lease);
 int fx_del(struct fx *f, const char *key);
 
+/* One-op builders for txn branches (C strings, borrowed): a put without lease or flags, and
+ * a delete of key or of [key, end) (end NULL: the key alone). */
+struct store_op fx_op_put(const char *key, const char *value);
+struct store_op fx_op_del(const char *key, const char *end);
+
 /* Current value of key into buf (NUL-terminated) or LATCH_ENOTFOUND; kv_out may be NULL. */
 int fx_get(struct fx *f, const char *key, char *buf, size_t cap, struct store_kv *kv_out);
 

@@ -41,24 +41,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static struct store_op op_put(const char *key, const char *value)
-{
-    struct store_op op = {.type = STORE_OP_PUT};
-    op.u.put = (struct store_put_req){
-        .key = B(key), .key_len = L(key), .value = B(value), .value_len = L(value)};
-    return op;
-}
-
-static struct store_op op_del(const char *key, const char *end)
-{
-    struct store_op op = {.type = STORE_OP_DELETE};
-    op.u.del = (struct store_delete_req){.key = B(key),
-                                         .key_len = L(key),
-                                         .range_end = B(end),
-                                         .range_end_len = end != NULL ? L(end) : 0};
-    return op;
-}
-
 static void apply_ops(struct fx *f, struct store_op *ops, size_t n)
 {
     struct store_cmd c = {.type = STORE_CMD_TXN};
@@ -72,8 +54,8 @@ static void apply_ops(struct fx *f, struct store_op *ops, size_t n)
  * deletes before it). */
 static void apply_put_then_nested_delete(struct fx *f, const char *key, const char *value)
 {
-    struct store_op put[] = {op_put(key, value)};
-    struct store_op del[] = {op_del(key, NULL)};
+    struct store_op put[] = {fx_op_put(key, value)};
+    struct store_op del[] = {fx_op_del(key, NULL)};
     struct store_txn_req tp = {.success = put, .success_count = 1};
     struct store_txn_req td = {.success = del, .success_count = 1};
     struct store_op ops[] = {{.type = STORE_OP_TXN}, {.type = STORE_OP_TXN}};
@@ -260,8 +242,8 @@ static void test_history_filters_by_key_and_by_range(void **state)
 /* rev 2: a txn of 5 puts; revs 3..5: one put each. */
 static void make_big_revision(struct fx *f)
 {
-    struct store_op ops[] = {op_put("t1", "1"), op_put("t2", "2"), op_put("t3", "3"),
-                             op_put("t4", "4"), op_put("t5", "5")};
+    struct store_op ops[] = {fx_op_put("t1", "1"), fx_op_put("t2", "2"), fx_op_put("t3", "3"),
+                             fx_op_put("t4", "4"), fx_op_put("t5", "5")};
     apply_ops(f, ops, N(ops));
     assert_int_equal(fx_put(f, "x", "1", 0), 0);
     assert_int_equal(fx_put(f, "y", "1", 0), 0);

@@ -45,24 +45,6 @@ static int teardown(void **state)
 /* Builders                                                                           */
 /* ---------------------------------------------------------------------------------- */
 
-static struct store_op op_put(const char *key, const char *value)
-{
-    struct store_op op = {.type = STORE_OP_PUT};
-    op.u.put = (struct store_put_req){
-        .key = B(key), .key_len = L(key), .value = B(value), .value_len = L(value)};
-    return op;
-}
-
-static struct store_op op_del(const char *key, const char *end)
-{
-    struct store_op op = {.type = STORE_OP_DELETE};
-    op.u.del = (struct store_delete_req){.key = B(key),
-                                         .key_len = L(key),
-                                         .range_end = B(end),
-                                         .range_end_len = end != NULL ? L(end) : 0};
-    return op;
-}
-
 static struct store_op op_range(const char *key, const char *end)
 {
     struct store_op op = {.type = STORE_OP_RANGE};
@@ -150,7 +132,7 @@ static void test_validate_accepts_a_plain_txn_and_an_empty_one(void **state)
 {
     (void)state;
     struct store_compare c[] = {cmp_num(STORE_CMP_CREATE, STORE_CMP_EQUAL, "k", 0)};
-    struct store_op s[] = {op_put("k", "v"), op_range("p/", "p0")};
+    struct store_op s[] = {fx_op_put("k", "v"), op_range("p/", "p0")};
     struct store_op fl[] = {op_range("k", NULL)};
     struct store_txn_req t = txn(c, N(c), s, N(s), fl, N(fl));
     assert_int_equal(validate(&t), 0);
@@ -164,7 +146,7 @@ static void test_validate_rejects_empty_keys(void **state)
     struct store_compare c[] = {cmp_num(STORE_CMP_CREATE, STORE_CMP_EQUAL, "", 0)};
     struct store_txn_req t = txn(c, 1, NULL, 0, NULL, 0);
     assert_int_equal(validate(&t), LATCH_EINVAL);
-    struct store_op ops[][1] = {{op_put("", "v")}, {op_del("", NULL)}, {op_range("", NULL)}};
+    struct store_op ops[][1] = {{fx_op_put("", "v")}, {fx_op_del("", NULL)}, {op_range("", NULL)}};
     for (size_t i = 0; i < N(ops); i++) {
         t = txn(NULL, 0, ops[i], 1, NULL, 0);
         assert_int_equal(validate(&t), LATCH_EINVAL);
@@ -215,7 +197,7 @@ static void test_validate_gives_nested_txns_what_is_left_of_the_budget(void **st
 static void test_validate_rejects_the_same_key_put_twice(void **state)
 {
     (void)state;
-    struct store_op s[] = {op_put("a", "1"), op_put("b", "1"), op_put("a", "2")};
+    struct store_op s[] = {fx_op_put("a", "1"), fx_op_put("b", "1"), fx_op_put("a", "2")};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(validate(&t), LATCH_EDUPKEY);
     t = txn(NULL, 0, NULL, 0, s, N(s));
@@ -225,13 +207,13 @@ static void test_validate_rejects_the_same_key_put_twice(void **state)
 static void test_validate_rejects_a_put_overlapping_a_delete(void **state)
 {
     (void)state;
-    struct store_op point[] = {op_del("a", NULL), op_put("a", "1")};
+    struct store_op point[] = {fx_op_del("a", NULL), fx_op_put("a", "1")};
     struct store_txn_req t = txn(NULL, 0, point, N(point), NULL, 0);
     assert_int_equal(validate(&t), LATCH_EDUPKEY);
-    struct store_op after[] = {op_put("b5", "1"), op_del("b", "c")};
+    struct store_op after[] = {fx_op_put("b5", "1"), fx_op_del("b", "c")};
     t = txn(NULL, 0, after, N(after), NULL, 0);
     assert_int_equal(validate(&t), LATCH_EDUPKEY);
-    struct store_op outside[] = {op_put("c", "1"), op_del("b", "c"), op_put("a", "1")};
+    struct store_op outside[] = {fx_op_put("c", "1"), fx_op_del("b", "c"), fx_op_put("a", "1")};
     t = txn(NULL, 0, outside, N(outside), NULL, 0);
     assert_int_equal(validate(&t), 0);
 }
@@ -239,7 +221,7 @@ static void test_validate_rejects_a_put_overlapping_a_delete(void **state)
 static void test_validate_allows_deleting_a_key_twice_and_reading_a_put_key(void **state)
 {
     (void)state;
-    struct store_op s[] = {op_del("a", NULL), op_del("a", "b"), op_put("c", "1"),
+    struct store_op s[] = {fx_op_del("a", NULL), fx_op_del("a", "b"), fx_op_put("c", "1"),
                            op_range("c", NULL)};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(validate(&t), 0);
@@ -248,9 +230,9 @@ static void test_validate_allows_deleting_a_key_twice_and_reading_a_put_key(void
 static void test_validate_allows_the_same_key_in_success_and_failure(void **state)
 {
     (void)state;
-    struct store_op s[] = {op_put("a", "1")};
-    struct store_op fl[] = {op_put("a", "2"), op_del("b", NULL)};
-    struct store_op fl2[] = {op_del("a", NULL)};
+    struct store_op s[] = {fx_op_put("a", "1")};
+    struct store_op fl[] = {fx_op_put("a", "2"), fx_op_del("b", NULL)};
+    struct store_op fl2[] = {fx_op_del("a", NULL)};
     struct store_txn_req t = txn(NULL, 0, s, N(s), fl, N(fl));
     assert_int_equal(validate(&t), 0);
     t = txn(NULL, 0, s, N(s), fl2, N(fl2));
@@ -261,21 +243,21 @@ static void test_validate_checks_nested_txns_against_their_branch(void **state)
 {
     (void)state;
     /* A nested put of a key the outer branch puts. */
-    struct store_op in_s[] = {op_put("a", "1")};
+    struct store_op in_s[] = {fx_op_put("a", "1")};
     struct store_txn_req inner = txn(NULL, 0, in_s, N(in_s), NULL, 0);
-    struct store_op s[] = {op_txn(&inner), op_put("a", "2")};
+    struct store_op s[] = {op_txn(&inner), fx_op_put("a", "2")};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(validate(&t), LATCH_EDUPKEY);
     /* A nested put inside a range the outer branch deletes, before or after it. */
-    struct store_op s2[] = {op_txn(&inner), op_del("a", "b")};
+    struct store_op s2[] = {op_txn(&inner), fx_op_del("a", "b")};
     t = txn(NULL, 0, s2, N(s2), NULL, 0);
     assert_int_equal(validate(&t), LATCH_EDUPKEY);
-    struct store_op s3[] = {op_del("a", "b"), op_txn(&inner)};
+    struct store_op s3[] = {fx_op_del("a", "b"), op_txn(&inner)};
     t = txn(NULL, 0, s3, N(s3), NULL, 0);
     assert_int_equal(validate(&t), LATCH_EDUPKEY);
     /* The outer failure branch does not conflict with the success branch's nested put. */
     struct store_op s4[] = {op_txn(&inner)};
-    struct store_op f4[] = {op_put("a", "3")};
+    struct store_op f4[] = {fx_op_put("a", "3")};
     t = txn(NULL, 0, s4, N(s4), f4, N(f4));
     assert_int_equal(validate(&t), 0);
 }
@@ -283,10 +265,10 @@ static void test_validate_checks_nested_txns_against_their_branch(void **state)
 static void test_validate_allows_a_key_in_both_branches_of_a_nested_txn(void **state)
 {
     (void)state;
-    struct store_op in_s[] = {op_put("a", "1")};
-    struct store_op in_f[] = {op_put("a", "2")};
+    struct store_op in_s[] = {fx_op_put("a", "1")};
+    struct store_op in_f[] = {fx_op_put("a", "2")};
     struct store_txn_req inner = txn(NULL, 0, in_s, N(in_s), in_f, N(in_f));
-    struct store_op s[] = {op_txn(&inner), op_put("b", "1")};
+    struct store_op s[] = {op_txn(&inner), fx_op_put("b", "1")};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(validate(&t), 0);
     /* But not in two sibling nested txns. */
@@ -294,7 +276,7 @@ static void test_validate_allows_a_key_in_both_branches_of_a_nested_txn(void **s
     t = txn(NULL, 0, s2, N(s2), NULL, 0);
     assert_int_equal(validate(&t), LATCH_EDUPKEY);
     /* Nor twice inside one nested branch. */
-    struct store_op dup[] = {op_put("x", "1"), op_put("x", "2")};
+    struct store_op dup[] = {fx_op_put("x", "1"), fx_op_put("x", "2")};
     struct store_txn_req bad = txn(NULL, 0, NULL, 0, dup, N(dup));
     struct store_op s3[] = {op_txn(&bad)};
     t = txn(NULL, 0, s3, N(s3), NULL, 0);
@@ -306,8 +288,8 @@ static void test_validate_follows_etcds_sibling_order_for_nested_deletes(void **
     (void)state;
     /* etcd's checkIntervals checks a nested txn's puts against the deletes of the
      * nested txns before it, not after it. */
-    struct store_op put_a[] = {op_put("a", "1")};
-    struct store_op del_a[] = {op_del("a", NULL)};
+    struct store_op put_a[] = {fx_op_put("a", "1")};
+    struct store_op del_a[] = {fx_op_del("a", NULL)};
     struct store_txn_req tp = txn(NULL, 0, put_a, 1, NULL, 0);
     struct store_txn_req td = txn(NULL, 0, del_a, 1, NULL, 0);
     struct store_op del_first[] = {op_txn(&td), op_txn(&tp)};
@@ -321,14 +303,14 @@ static void test_validate_follows_etcds_sibling_order_for_nested_deletes(void **
 static void test_validate_rejects_ignore_flags_with_a_value_or_lease(void **state)
 {
     (void)state;
-    struct store_op s[] = {op_put("a", "v")};
+    struct store_op s[] = {fx_op_put("a", "v")};
     s[0].u.put.ignore_value = true;
     struct store_txn_req t = txn(NULL, 0, s, 1, NULL, 0);
     assert_int_equal(validate(&t), LATCH_EINVAL);
-    s[0] = op_put("a", "");
+    s[0] = fx_op_put("a", "");
     s[0].u.put.ignore_value = true;
     assert_int_equal(validate(&t), 0);
-    s[0] = op_put("a", "v");
+    s[0] = fx_op_put("a", "v");
     s[0].u.put.ignore_lease = true;
     s[0].u.put.lease = 5;
     assert_int_equal(validate(&t), LATCH_EINVAL);
@@ -361,12 +343,12 @@ static void test_validate_rejects_oversized_keys_and_values(void **state)
     (void)state;
     static char key[STORE_KEY_BYTES_MAX + 2];
     memset(key, 'k', STORE_KEY_BYTES_MAX + 1);
-    struct store_op s[] = {op_put(key, "v")};
+    struct store_op s[] = {fx_op_put(key, "v")};
     struct store_txn_req t = txn(NULL, 0, s, 1, NULL, 0);
     assert_int_equal(validate(&t), LATCH_ETOOBIG);
     s[0].u.put.key_len = STORE_KEY_BYTES_MAX;
     assert_int_equal(validate(&t), 0);
-    s[0] = op_put("k", "v");
+    s[0] = fx_op_put("k", "v");
     s[0].u.put.value_len = STORE_VALUE_BYTES_MAX + 1; /* length is checked before reading */
     assert_int_equal(validate(&t), LATCH_ETOOBIG);
     struct store_compare c[] = {cmp_num(STORE_CMP_MOD, STORE_CMP_EQUAL, key, 0)};
@@ -400,11 +382,11 @@ static void test_validate_names_the_problem_in_errmsg(void **state)
 {
     (void)state;
     char msg[STORE_ERRMSG_BYTES] = "";
-    struct store_op s[] = {op_put("a", "1"), op_put("a", "2")};
+    struct store_op s[] = {fx_op_put("a", "1"), fx_op_put("a", "2")};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(store_txn_validate(&t, msg, sizeof(msg)), LATCH_EDUPKEY);
     assert_string_equal(msg, "duplicate key given in txn request");
-    s[1] = op_put("", "2");
+    s[1] = fx_op_put("", "2");
     assert_int_equal(store_txn_validate(&t, msg, sizeof(msg)), LATCH_EINVAL);
     assert_string_equal(msg, "key is not provided");
     assert_int_equal(store_txn_validate(&t, NULL, 0), LATCH_EINVAL);
@@ -420,7 +402,7 @@ static void test_txn_is_one_revision_for_all_its_events(void **state)
     struct store_kv a, b;
     struct store_result res;
     assert_int_equal(fx_put(f, "c", "1", 0), 0); /* rev 2 */
-    struct store_op s[] = {op_put("a", "1"), op_put("b", "1"), op_del("c", NULL)};
+    struct store_op s[] = {fx_op_put("a", "1"), fx_op_put("b", "1"), fx_op_del("c", NULL)};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(run(f, &t, &res), 0);
     assert_int_equal(res.revision, 3);
@@ -452,7 +434,7 @@ static void test_txn_without_changes_does_not_bump_revision(void **state)
     struct fx *f = *state;
     struct store_result res;
     assert_int_equal(fx_put(f, "a", "1", 0), 0);
-    struct store_op s[] = {op_range("a", NULL), op_del("zz", NULL)};
+    struct store_op s[] = {op_range("a", NULL), fx_op_del("zz", NULL)};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(run(f, &t, &res), 0);
     assert_int_equal(res.revision, 2);
@@ -466,7 +448,7 @@ static void test_txn_compare_on_missing_key_create_revision_zero_is_true(void **
     struct fx *f = *state;
     struct store_result res;
     struct store_compare c[] = {cmp_num(STORE_CMP_CREATE, STORE_CMP_EQUAL, "k", 0)};
-    struct store_op s[] = {op_put("k", "mine")};
+    struct store_op s[] = {fx_op_put("k", "mine")};
     struct store_op fl[] = {op_range("k", NULL)};
     struct store_txn_req t = txn(c, 1, s, 1, fl, 1);
     assert_int_equal(run(f, &t, &res), 0);
@@ -591,9 +573,9 @@ static void test_txn_reads_see_earlier_writes_of_the_same_txn(void **state)
     struct fx *f = *state;
     struct store_result res;
     assert_int_equal(fx_put(f, "a", "old", 0), 0);
-    struct store_op s[] = {op_range("a", NULL), op_put("a", "new"), op_range("a", NULL),
-                           op_del("b", NULL), op_range("b", NULL)};
-    s[3] = op_put("b", "1");
+    struct store_op s[] = {op_range("a", NULL), fx_op_put("a", "new"), op_range("a", NULL),
+                           fx_op_del("b", NULL), op_range("b", NULL)};
+    s[3] = fx_op_put("b", "1");
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(run(f, &t, &res), 0);
     const struct store_op_result *r = res.u.txn.responses;
@@ -611,7 +593,7 @@ static void test_txn_range_at_the_pre_txn_revision_does_not_see_its_writes(void 
     struct fx *f = *state;
     struct store_result res;
     assert_int_equal(fx_put(f, "a", "old", 0), 0); /* rev 2 */
-    struct store_op s[] = {op_put("a", "new"), op_range("a", NULL)};
+    struct store_op s[] = {fx_op_put("a", "new"), op_range("a", NULL)};
     s[1].u.range.revision = 2;
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(run(f, &t, &res), 0);
@@ -631,7 +613,7 @@ static void test_txn_mutex_lock_recipe_answers_in_op_order(void **state)
         owner.u.range.sort_order = STORE_SORT_ASCEND;
         owner.u.range.sort_target = STORE_SORT_CREATE;
         owner.u.range.limit = 1;
-        struct store_op s[] = {op_put(keys[i], ""), owner};
+        struct store_op s[] = {fx_op_put(keys[i], ""), owner};
         struct store_op fl[] = {op_range(keys[i], NULL), owner};
         struct store_txn_req t = txn(c, 1, s, 2, fl, 2);
         assert_int_equal(run(f, &t, &res), 0);
@@ -652,8 +634,8 @@ static void test_txn_failure_branch_with_ops(void **state)
     struct fx *f = *state;
     struct store_result res;
     struct store_compare c[] = {cmp_value(STORE_CMP_EQUAL, "a", "x")};
-    struct store_op s[] = {op_put("s", "1")};
-    struct store_op fl[] = {op_put("f", "1"), op_range("f", NULL)};
+    struct store_op s[] = {fx_op_put("s", "1")};
+    struct store_op fl[] = {fx_op_put("f", "1"), op_range("f", NULL)};
     struct store_txn_req t = txn(c, 1, s, 1, fl, 2);
     assert_int_equal(run(f, &t, &res), 0);
     assert_false(res.u.txn.succeeded);
@@ -668,10 +650,10 @@ static void test_txn_nested_txn_runs_its_chosen_branch_in_place(void **state)
     struct store_result res;
     assert_int_equal(fx_put(f, "x", "1", 0), 0);
     struct store_compare ic[] = {cmp_value(STORE_CMP_EQUAL, "x", "2")};
-    struct store_op is[] = {op_put("inner_s", "1")};
-    struct store_op ifl[] = {op_put("inner_f", "1"), op_range("before", NULL)};
+    struct store_op is[] = {fx_op_put("inner_s", "1")};
+    struct store_op ifl[] = {fx_op_put("inner_f", "1"), op_range("before", NULL)};
     struct store_txn_req inner = txn(ic, 1, is, 1, ifl, 2);
-    struct store_op s[] = {op_put("before", "b"), op_txn(&inner), op_range("inner_", "inner`")};
+    struct store_op s[] = {fx_op_put("before", "b"), op_txn(&inner), op_range("inner_", "inner`")};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(run(f, &t, &res), 0);
     assert_true(res.u.txn.succeeded);
@@ -694,10 +676,10 @@ static void test_txn_nested_compare_sees_the_state_before_the_txn(void **state)
     struct store_result res;
     /* etcd's compareToPath evaluates every compare before the txn writes. */
     struct store_compare ic[] = {cmp_num(STORE_CMP_CREATE, STORE_CMP_EQUAL, "k", 0)};
-    struct store_op is[] = {op_put("saw_missing", "1")};
-    struct store_op ifl[] = {op_put("saw_present", "1")};
+    struct store_op is[] = {fx_op_put("saw_missing", "1")};
+    struct store_op ifl[] = {fx_op_put("saw_present", "1")};
     struct store_txn_req inner = txn(ic, 1, is, 1, ifl, 1);
-    struct store_op s[] = {op_put("k", "v"), op_txn(&inner)};
+    struct store_op s[] = {fx_op_put("k", "v"), op_txn(&inner)};
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(run(f, &t, &res), 0);
     assert_true(res.u.txn.responses[1].u.txn->succeeded);
@@ -711,7 +693,7 @@ static void test_txn_prev_kv_for_put_and_delete(void **state)
     struct store_result res;
     assert_int_equal(fx_put(f, "a", "1", 0), 0);
     assert_int_equal(fx_put(f, "b", "2", 0), 0);
-    struct store_op s[] = {op_put("a", "x"), op_del("b", NULL)};
+    struct store_op s[] = {fx_op_put("a", "x"), fx_op_del("b", NULL)};
     s[0].u.put.prev_kv = true;
     s[1].u.del.prev_kv = true;
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
@@ -730,17 +712,17 @@ static void test_txn_failing_check_writes_nothing(void **state)
     struct fx *f = *state;
     assert_int_equal(fx_put(f, "a", "1", 0), 0);
     /* The put of b comes first but the txn fails as a whole on the ignore_value put. */
-    struct store_op s[] = {op_put("b", "1"), op_put("missing", "")};
+    struct store_op s[] = {fx_op_put("b", "1"), fx_op_put("missing", "")};
     s[1].u.put.ignore_value = true;
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(run(f, &t, NULL), LATCH_ENOTFOUND);
     assert_value(f, "b", NULL);
     assert_int_equal(fx_rev(f), 2);
     /* A lease that does not exist, in a nested txn. */
-    struct store_op is[] = {op_put("c", "1")};
+    struct store_op is[] = {fx_op_put("c", "1")};
     is[0].u.put.lease = 77;
     struct store_txn_req inner = txn(NULL, 0, is, 1, NULL, 0);
-    struct store_op s2[] = {op_put("b", "1"), op_txn(&inner)};
+    struct store_op s2[] = {fx_op_put("b", "1"), op_txn(&inner)};
     t = txn(NULL, 0, s2, N(s2), NULL, 0);
     assert_int_equal(run(f, &t, NULL), LATCH_ENOTFOUND);
     assert_value(f, "b", NULL);
@@ -753,7 +735,7 @@ static void test_txn_range_at_future_or_compacted_revision_fails_whole_txn(void 
     assert_int_equal(fx_put(f, "a", "1", 0), 0);
     assert_int_equal(fx_put(f, "a", "2", 0), 0);
     assert_int_equal(fx_put(f, "a", "3", 0), 0); /* rev 4 */
-    struct store_op s[] = {op_put("b", "1"), op_range("a", NULL)};
+    struct store_op s[] = {fx_op_put("b", "1"), op_range("a", NULL)};
     s[1].u.range.revision = 5; /* even though the put makes revision 5 */
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
     assert_int_equal(run(f, &t, NULL), LATCH_EFUTUREREV);
@@ -801,7 +783,7 @@ static void test_txn_checks_only_the_branch_taken(void **state)
     struct fx *f = *state;
     struct store_result res;
     struct store_compare c[] = {cmp_num(STORE_CMP_CREATE, STORE_CMP_EQUAL, "k", 0)};
-    struct store_op s[] = {op_put("k", "v")};
+    struct store_op s[] = {fx_op_put("k", "v")};
     struct store_op fl[] = {op_range("k", NULL)};
     fl[0].u.range.revision = 1000; /* would be a future revision, but is never run */
     struct store_txn_req t = txn(c, 1, s, 1, fl, 1);
@@ -823,8 +805,8 @@ static void test_txn_with_many_nested_txns_runs_each_on_its_own_branch(void **st
         snprintf(keys[i], sizeof(keys[i]), "n%02d", i);
         /* Odd nested txns take their success branch, even ones their failure branch. */
         c[i] = cmp_num(STORE_CMP_CREATE, i % 2 ? STORE_CMP_NOT_EQUAL : STORE_CMP_EQUAL, "odd", 0);
-        s[i] = op_put(keys[i], "s");
-        fl[i] = op_put(keys[i], "f");
+        s[i] = fx_op_put(keys[i], "s");
+        fl[i] = fx_op_put(keys[i], "f");
         inner[i] = txn(&c[i], 1, &s[i], 1, &fl[i], 1);
         outer[i] = op_txn(&inner[i]);
     }
@@ -846,7 +828,7 @@ static void test_txn_ignore_value_put_after_a_delete_from_key_fails_whole_txn(vo
     assert_int_equal(fx_put(f, "b", "1", 0), 0);
     /* etcd's duplicate check sees no overlap with a "\0" range end, so this validates;
      * the delete then removes b before the put that needs it (etcd panics here). */
-    struct store_op s[] = {op_del("a", NULL), op_put("b", "")};
+    struct store_op s[] = {fx_op_del("a", NULL), fx_op_put("b", "")};
     s[0].u.del.range_end = B("\0");
     s[0].u.del.range_end_len = 1;
     s[1].u.put.ignore_value = true;
@@ -856,7 +838,7 @@ static void test_txn_ignore_value_put_after_a_delete_from_key_fails_whole_txn(vo
     assert_value(f, "b", "1");
     assert_int_equal(fx_rev(f), 3);
     /* Without ignore_value the same txn deletes both and re-creates b at one revision. */
-    s[1] = op_put("b", "2");
+    s[1] = fx_op_put("b", "2");
     struct store_result res;
     assert_int_equal(run(f, &t, &res), 0);
     assert_int_equal(res.u.txn.responses[0].u.del.deleted, 2);
@@ -883,7 +865,7 @@ static void test_txn_with_a_put_fails_with_nospace_while_the_alarm_is_on(void **
     /* A put in the branch not taken, or in a nested txn, counts as well. */
     struct store_compare c[] = {cmp_num(STORE_CMP_CREATE, STORE_CMP_EQUAL, "a", 0)};
     struct store_op fl[] = {op_range("a", NULL)};
-    struct store_op s[] = {op_put("c", "1")};
+    struct store_op s[] = {fx_op_put("c", "1")};
     struct store_txn_req t = txn(c, 1, s, 1, fl, 1);
     assert_int_equal(run(f, &t, NULL), LATCH_ENOSPACE);
     struct store_txn_req inner = txn(NULL, 0, s, 1, NULL, 0);
@@ -891,7 +873,7 @@ static void test_txn_with_a_put_fails_with_nospace_while_the_alarm_is_on(void **
     t = txn(NULL, 0, s2, N(s2), NULL, 0);
     assert_int_equal(run(f, &t, NULL), LATCH_ENOSPACE);
     /* Reads and deletes still work. */
-    struct store_op rd[] = {op_range("a", NULL), op_del("a", NULL)};
+    struct store_op rd[] = {op_range("a", NULL), fx_op_del("a", NULL)};
     t = txn(NULL, 0, rd, N(rd), NULL, 0);
     assert_int_equal(run(f, &t, &res), 0);
     assert_int_equal(res.u.txn.responses[1].u.del.deleted, 1);
