@@ -1,18 +1,30 @@
 /*
- * grpc_server.h — a unary and server-streaming gRPC server over cleartext HTTP/2 (h2c, prior
- * knowledge) on the caller's libuv loop (ETCD-API.md §5, §6, §9.2).
+ * grpc_server.h — a gRPC server over HTTP/2 on the caller's libuv loop: cleartext (h2c, prior
+ * knowledge) and TLS listeners, unary, server-streaming, client-streaming and bidirectional
+ * calls (ETCD-API.md §5, §6, §7, §9.2).
  *
- * One nghttp2 server session per accepted TCP connection. The server sends its SETTINGS
- * first (MAX_CONCURRENT_STREAMS 100, INITIAL_WINDOW_SIZE 1 MiB), sets TCP_NODELAY and
- * coalesces everything nghttp2 has pending into one uv_write per flush. A request's
- * message is collected into a buffer of exactly its declared length (allocated once the
- * 5-byte prefix arrived); on END_STREAM the handler registered for its :path runs with the
- * request bytes. The handler answers then or later, exactly once, with api_call_reply() or
- * api_call_fail().
+ * One nghttp2 server session per connection, pumped by api/grpc_transport (TLS through
+ * api/grpc_tls). The server sends its SETTINGS first (MAX_CONCURRENT_STREAMS and
+ * MAX_HEADER_LIST_SIZE from the config, INITIAL_WINDOW_SIZE 1 MiB, a 16 MiB connection
+ * window), sets TCP_NODELAY and coalesces everything nghttp2 has pending into one uv_write per
+ * flush. A request message is collected into a buffer of exactly its declared length
+ * (allocated once its 5-byte prefix arrived).
  *
- * Requests that are not gRPC are answered as grpc-go does: a content-type other than
- * application/grpc[+…|;…] gets HTTP 415, a :method other than POST gets HTTP 405 (both with
- * grpc-status/grpc-message headers too, and END_STREAM).
+ * Calls by kind:
+ *  - unary: the handler runs at END_STREAM with the one request message and answers, then or
+ *    later, exactly once, with api_call_reply() or api_call_fail();
+ *  - server-streaming: the same handler type; it answers with any number of api_call_send()
+ *    and one api_call_finish();
+ *  - client-streaming and bidirectional: an api_stream_handler; start runs when the request
+ *    headers arrived, message for each request message as it arrives, half_close at the
+ *    client's END_STREAM. A client-streaming call is answered with api_call_reply/fail, a
+ *    bidirectional one with api_call_send/finish, at any time.
+ *
+ * Requests that are not gRPC are answered as grpc-go does, as soon as their headers arrived:
+ * a content-type other than application/grpc[+…|;…] gets HTTP 415, a :method other than POST
+ * gets HTTP 405 (both with grpc-status/grpc-message headers too, and END_STREAM); an unknown
+ * :path gets UNIMPLEMENTED and a header list over max_header_list_size RESOURCE_EXHAUSTED,
+ * both trailers-only.
  *
  * Everything runs on the loop's thread; nothing here is thread-safe.
  */
@@ -28,15 +40,18 @@
 /* Largest request message accepted by default: etcd's 1.5 MiB + 512 KiB (ETCD-API.md §5). */
 #define API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT ((size_t)(3u << 19) + (512u << 10))
 
-#define API_SERVER_MAX_CONNECTIONS_DEFAULT  1024
-#define API_SERVER_MAX_CONN_OUTPUT_DEFAULT  ((size_t)4 << 20)
-#define API_SERVER_MAX_STREAM_QUEUE_DEFAULT ((size_t)1 << 20)
+#define API_SERVER_MAX_CONNECTIONS_DEFAULT        1024
+#define API_SERVER_MAX_CONN_OUTPUT_DEFAULT        ((size_t)4 << 20)
+#define API_SERVER_MAX_STREAM_QUEUE_DEFAULT       ((size_t)1 << 20)
+#define API_SERVER_MAX_CONCURRENT_STREAMS_DEFAULT 1000
+#define API_SERVER_MAX_HEADER_LIST_DEFAULT        ((size_t)16 << 10)
 
 /* Longest :path kept; longer paths are answered UNIMPLEMENTED like any unknown method. */
 #define API_SERVER_PATH_MAX 256
 
 struct api_server;
 struct api_call;
+struct api_tls_ctx;
 
 struct api_server_config {
     /* Largest request message in bytes; 0 selects API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT. */
@@ -53,6 +68,13 @@ struct api_server_config {
      * nghttp2 before api_call_send() reports would_block; 0 selects
      * API_SERVER_MAX_STREAM_QUEUE_DEFAULT. */
     size_t max_stream_queue_bytes;
+    /* Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; nghttp2
+     * refuses more); 0 selects API_SERVER_MAX_CONCURRENT_STREAMS_DEFAULT. */
+    uint32_t max_concurrent_streams;
+    /* Largest request header list, counted as RFC 9113 §6.5.2 does (name + value + 32 per
+     * field) and advertised as SETTINGS_MAX_HEADER_LIST_SIZE; a larger one gets a
+     * trailers-only RESOURCE_EXHAUSTED. 0 selects API_SERVER_MAX_HEADER_LIST_DEFAULT. */
+    size_t max_header_list_size;
 };
 
 /*
@@ -62,6 +84,26 @@ struct api_server_config {
  * A call that is never answered leaks.
  */
 typedef void (*api_unary_fn)(void *data, struct api_call *call, const uint8_t *req, size_t req_len);
+
+/*
+ * The handler of a client-streaming or bidirectional method. data is the registrant's. All
+ * three run from the server's read path, never re-entered for one call, and may answer the
+ * call (api_call_reply/fail for client-streaming, api_call_send/finish for bidirectional).
+ *  - start (required): the request headers arrived; call is the handler's until answered
+ *    (an unanswered call leaks), exactly as for unary calls.
+ *  - message (required): one request message (msg, len bytes, borrowed until it returns; never
+ *    NULL). Only while the call is alive and unanswered; later messages are discarded.
+ *  - half_close (may be NULL): the client ended its side (END_STREAM); no message follows.
+ *    Not called when the call died or was answered first.
+ * A request message the server cannot accept (too large, compressed, truncated at
+ * END_STREAM) ends the call on the handler's behalf with that status: the call becomes dead
+ * (see api_call_on_cancel).
+ */
+struct api_stream_handler {
+    void (*start)(void *data, struct api_call *call);
+    void (*message)(void *data, struct api_call *call, const uint8_t *msg, size_t len);
+    void (*half_close)(void *data, struct api_call *call);
+};
 
 /* Runs once when api_server_close() or api_server_shutdown() has finished; s is valid during the
  * call only. */
@@ -83,6 +125,22 @@ int api_server_new(uv_loop_t *loop, const struct api_server_config *cfg, struct 
 int api_server_listen(struct api_server *s, const char *host, int port, int *bound_port);
 
 /*
+ * Like api_server_listen, for TLS (ALPN h2; client certificates as tls was made). tls is
+ * borrowed and must outlive the server; api_tls_ctx_reload() on it changes the certificate
+ * for new connections. A server may listen on any number of addresses, each h2c or TLS.
+ */
+int api_server_listen_tls(
+    struct api_server *s, const char *host, int port, struct api_tls_ctx *tls, int *bound_port);
+
+/*
+ * Serves one already connected stream socket fd (TCP or Unix; taken over, closed by the
+ * server) with tls (borrowed, NULL for h2c): inherited sockets and the fuzzer. Counts toward
+ * max_connections. Returns 0, LATCH_ETOOBIG (over max_connections; fd is closed),
+ * LATCH_ESTATE (closing), LATCH_EINVAL (fd unusable) or LATCH_ENOMEM.
+ */
+int api_server_adopt(struct api_server *s, int fd, struct api_tls_ctx *tls);
+
+/*
  * Routes requests whose :path equals path (copied; "/pkg.Service/Method") to handler with
  * data (borrowed, passed back unchanged). Returns 0, LATCH_ENOMEM, LATCH_EINVAL (empty or
  * longer than API_SERVER_PATH_MAX) or LATCH_EEXIST (path already registered).
@@ -102,6 +160,21 @@ int api_server_register_server_stream(struct api_server *s,
                                       const char *path,
                                       api_unary_fn handler,
                                       void *data);
+
+/*
+ * Routes a client-streaming method (answered with api_call_reply or api_call_fail) or a
+ * bidirectional one (answered with api_call_send and api_call_finish) to handler (copied) with
+ * data (borrowed). Returns as api_server_register_unary, and LATCH_EINVAL without start or
+ * message.
+ */
+int api_server_register_client_stream(struct api_server *s,
+                                      const char *path,
+                                      const struct api_stream_handler *handler,
+                                      void *data);
+int api_server_register_bidi_stream(struct api_server *s,
+                                    const char *path,
+                                    const struct api_stream_handler *handler,
+                                    void *data);
 
 /*
  * Stops listening and closes every connection at once (no graceful GOAWAY drain). Calls
@@ -169,6 +242,43 @@ void api_call_on_writable(struct api_call *call,
  * LATCH_ENOMEM (the stream is reset instead).
  */
 int api_call_finish(struct api_call *call, int grpc_status, const char *message);
+
+/*
+ * Runs cb(call, data) once, from a loop callback, when call dies before it was answered: the
+ * client reset the stream or its connection closed, the deadline passed, the server ended it
+ * over a bad request message, or the server closed. The handler must still answer the call
+ * (that returns LATCH_ESTATE and frees it); answering first cancels the callback. A later
+ * registration replaces an earlier one. For calls a handler keeps waiting (a blocked lock, a
+ * watch), so their state can be dropped at once. data is borrowed.
+ */
+void api_call_on_cancel(struct api_call *call,
+                        void (*cb)(struct api_call *call, void *data),
+                        void *data);
+
+/*
+ * Receive flow control for client-streaming and bidirectional calls. While paused, the bytes
+ * of call's request stream are not returned to its HTTP/2 window (the connection's window is,
+ * so other streams go on), which stops the client once it has sent one stream window
+ * (1 MiB) more; messages within that window are still delivered. A bidirectional handler
+ * whose api_call_send reports would_block pauses and resumes from api_call_on_writable, so a
+ * client that sends without reading cannot make the server buffer without bound.
+ */
+void api_call_pause_recv(struct api_call *call);
+void api_call_resume_recv(struct api_call *call);
+
+/* Bytes a streaming response has queued and nghttp2 has not yet taken (0 for other calls). */
+size_t api_call_queued_bytes(const struct api_call *call);
+
+/* A pointer the handler keeps with the call (NULL until set); never touched by the server. */
+void api_call_set_context(struct api_call *call, void *ctx);
+void *api_call_context(const struct api_call *call);
+
+/*
+ * The value of the first request header named name (lower case, as HTTP/2 requires: "token",
+ * "hasleader"), NUL-terminated and owned by call until it is answered, or NULL when absent.
+ * Pseudo-headers are not metadata; "-bin" values are returned as sent (base64).
+ */
+const char *api_call_metadata(const struct api_call *call, const char *name);
 
 /* The request's :path (NUL-terminated, owned by call, valid until the call is answered). */
 const char *api_call_path(const struct api_call *call);

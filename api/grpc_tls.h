@@ -54,10 +54,11 @@ struct api_tls_config {
 
 /*
  * Makes a context for the server side (server = true) or the client side, loading every file
- * in cfg now. Returns 0 and sets *out, or LATCH_EINVAL (missing cert/key for a server,
- * verify_peer without ca_file), LATCH_ETLS (a file could not be read or parsed, or the key
- * does not match the certificate; err gets OpenSSL's reason naming the file) or
- * LATCH_ENOMEM. err (may be NULL) gets up to API_TLS_ERR_MAX bytes, NUL-terminated.
+ * in cfg now. Returns 0 and sets *out, or LATCH_EINVAL (missing cert/key for a server, only
+ * one of cert/key for a client, verify_peer without ca_file), LATCH_ETLS (a file could not be
+ * read or parsed, or the key does not match the certificate; err gets OpenSSL's reason
+ * naming the file) or LATCH_ENOMEM; *out is NULL on failure. err (may be NULL) gets up to
+ * min(err_cap, API_TLS_ERR_MAX) bytes, NUL-terminated, on failure.
  */
 int api_tls_ctx_new(const struct api_tls_config *cfg,
                     bool server,
@@ -73,12 +74,13 @@ int api_tls_ctx_new(const struct api_tls_config *cfg,
  */
 int api_tls_ctx_reload(struct api_tls_ctx *ctx, char *err, size_t err_cap);
 
-/* Drops the caller's reference; the context is freed when no connection holds it. NULL is a
- * no-op. */
+/* Drops the caller's reference; the context is freed when no connection holds it. After
+ * this the caller must not use ctx again (no api_tls_new, no reload). NULL is a no-op. */
 void api_tls_ctx_free(struct api_tls_ctx *ctx);
 
 /* Starts one connection (server or client side, as its context). Returns 0 and sets *out, or
- * LATCH_ENOMEM. A client connection produces its ClientHello at once (api_tls_out_take). */
+ * LATCH_ENOMEM. A client connection produces its ClientHello at once (api_tls_out_take); if
+ * it cannot, the first api_tls_read reports why. */
 int api_tls_new(struct api_tls_ctx *ctx, struct api_tls **out);
 
 /* Frees a connection (no close_notify is produced: call api_tls_shutdown first for one).
@@ -90,21 +92,29 @@ void api_tls_free(struct api_tls *t);
 int api_tls_feed(struct api_tls *t, const uint8_t *data, size_t len);
 
 /*
- * Advances the handshake with what was fed, then decrypts into out (cap bytes). Returns the
- * number of plaintext bytes (> 0; call again until it returns 0), 0 when nothing more can be
- * read now (more network bytes are needed, or the handshake is still going), LATCH_ESHUTDOWN
+ * Advances the handshake with what was fed, then decrypts into out (cap > 0 bytes). Returns
+ * the number of plaintext bytes (> 0; call again until it returns 0), 0 when nothing more can
+ * be read now (more network bytes are needed, or the handshake is still going), LATCH_ESHUTDOWN
  * when the peer sent close_notify, LATCH_ETLS when the handshake failed (bad or missing
  * certificate, no common ALPN/protocol/cipher) or LATCH_EPROTO on any other TLS error. After
  * an error, drain api_tls_out_take() (it may hold an alert) and close the connection;
- * api_tls_error() tells why.
+ * api_tls_error() tells why. Errors are sticky: later reads return the same code.
+ *
+ * One call can finish the handshake and return the first plaintext bytes. With TLS 1.3 a
+ * client finishes its handshake before the server has checked the client certificate, so a
+ * client can see api_tls_handshake_done() and then LATCH_ETLS from a later read (the server's
+ * alert). After LATCH_ESHUTDOWN, api_tls_write still works until api_tls_shutdown (half close).
  */
 ssize_t api_tls_read(struct api_tls *t, uint8_t *out, size_t cap);
 
 /* Encrypts len plaintext bytes (all of them or none). Only after the handshake is done.
- * Returns 0, LATCH_ESTATE (handshake not done, or after an error) or LATCH_EPROTO. */
+ * Returns 0, LATCH_ESTATE (handshake not done, after an error, or after api_tls_shutdown) or
+ * LATCH_EPROTO. */
 int api_tls_write(struct api_tls *t, const uint8_t *data, size_t len);
 
-/* Produces a close_notify alert (take it with api_tls_out_take). Safe at any time. */
+/* Produces a close_notify alert (take it with api_tls_out_take). Safe at any time: before the
+ * handshake is done, after an error or when already called it produces nothing (OpenSSL can
+ * send close_notify only on an established connection). Later writes return LATCH_ESTATE. */
 void api_tls_shutdown(struct api_tls *t);
 
 /* True once the handshake has completed successfully. */

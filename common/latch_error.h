@@ -37,7 +37,7 @@
     X(LATCH_EBADVERSION, -22, "version does not match")                                            \
     X(LATCH_EFORMAT, -23, "data has a foreign or newer format")                                    \
     X(LATCH_EDUPKEY, -24, "duplicate key given in txn request")                                    \
-    X(LATCH_ETOOMANYOPS, -25, "too many operations in txn request")                               \
+    X(LATCH_ETOOMANYOPS, -25, "too many operations in txn request")                                \
     X(LATCH_EPROTO, -26, "the peer broke the protocol")                                            \
     X(LATCH_ETLS, -27, "TLS handshake or certificate failure")
 

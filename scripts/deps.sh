@@ -22,6 +22,8 @@ PACKAGES=(
     golang-etcd-server-dev
     python3-grpcio
     curl
+    openssl
+    python3-hpack
 )
 
 missing=()
