@@ -9,7 +9,7 @@ FUZZ    := build/fuzz
 # Seconds per fuzz target: bounded in make test, long in make fuzz.
 FUZZ_TEST_SECONDS := 20
 FUZZ_SECONDS      ?= 600
-FUZZ_TARGETS      := store_cmd
+FUZZ_TARGETS      := store_cmd grpc_conn
 
 .PHONY: all deps debug release run test soak bench format clean fuzz fuzz-build
 

@@ -71,6 +71,8 @@
 #define API_SERVER_CONN_WINDOW_SIZE    (16 << 20)
 
 /* RFC 9113 §6.5.2: each header field counts its name, its value and 32 bytes. */
+/* Small request and unary response messages live inside the call: no allocation for them. */
+#define API_CALL_INLINE           64
 #define API_HEADER_FIELD_OVERHEAD 32
 
 enum api_method_kind {
@@ -83,6 +85,7 @@ enum api_method_kind {
 struct api_method {
     struct api_method *next;
     enum api_method_kind kind;
+    size_t path_len;
     api_unary_fn handler;             /* unary and server-streaming */
     struct api_stream_handler stream; /* client-streaming and bidirectional */
     void *data;                       /* borrowed from the registrant */
@@ -157,12 +160,12 @@ struct api_call {
     size_t prefix_len; /* prefix bytes collected so far */
     size_t body_len;   /* declared message length, once prefix_len == 5 */
     size_t body_have;  /* message bytes copied into in_buf so far */
-    uint8_t *in_buf;   /* owned; exactly body_len bytes, allocated once the prefix is known */
+    uint8_t *in_buf;   /* inline_in, or owned: body_len bytes, allocated once the prefix is known */
     const uint8_t *msg;
     size_t msg_len;
     int err_status; /* 0 or the grpc-status decided while reading */
     char err_msg[API_GRPC_TOO_LARGE_MESSAGE_MAX];
-    uint8_t *out; /* owned; prefix + response message, or a stream's queue */
+    uint8_t *out; /* inline_out or owned; prefix + unary response, or a stream's queue */
     size_t out_len;
     size_t out_off;
     /* Streaming responses: out[out_off, out_len) is the queue of framed messages not yet
@@ -184,6 +187,8 @@ struct api_call {
     void *writable_data;
     void (*cancel_cb)(struct api_call *call, void *data);
     void *cancel_data;
+    uint8_t inline_in[API_CALL_INLINE];
+    uint8_t inline_out[API_GRPC_FRAME_HEADER_SIZE + API_CALL_INLINE];
 };
 
 /* A connection over max_connections: accepted only to be closed; freed in its close cb. */
@@ -199,6 +204,14 @@ static void call_abort(struct api_call *call, int grpc_status, const char *messa
 
 /* ---- calls ---------------------------------------------------------------------------- */
 
+static void call_free_in(struct api_call *call)
+{
+    if (call->in_buf != call->inline_in) {
+        free(call->in_buf);
+    }
+    call->in_buf = NULL;
+}
+
 static void call_unref(struct api_call *call)
 {
     LATCH_ASSERT(call->refs > 0);
@@ -206,8 +219,10 @@ static void call_unref(struct api_call *call)
         return;
     }
     LATCH_ASSERT(call->conn == NULL);
-    free(call->in_buf);
-    free(call->out);
+    call_free_in(call);
+    if (call->out != call->inline_out) {
+        free(call->out);
+    }
     free(call->fin_msg);
     free(call->md);
     free(call);
@@ -786,7 +801,8 @@ int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len)
     }
     nghttp2_session *session = call->conn->t.session;
     int rc = 0;
-    call->out = malloc(API_GRPC_FRAME_HEADER_SIZE + len);
+    call->out =
+        len <= API_CALL_INLINE ? call->inline_out : malloc(API_GRPC_FRAME_HEADER_SIZE + len);
     if (call->out == NULL) {
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, call->stream_id,
                                   NGHTTP2_INTERNAL_ERROR);
@@ -847,8 +863,9 @@ static bool call_reject_non_grpc(struct api_call *call)
 
 static const struct api_method *server_find_method(const struct api_server *s, const char *path)
 {
+    size_t len = strlen(path);
     for (const struct api_method *m = s->methods; m != NULL; m = m->next) {
-        if (strcmp(m->path, path) == 0) {
+        if (m->path_len == len && memcmp(m->path, path, len) == 0) {
             return m;
         }
     }
@@ -976,7 +993,7 @@ static size_t call_take_prefix(struct api_call *call, const uint8_t *data, size_
         api_grpc_too_large_message(text, sizeof(text), call->body_len, max);
         call_set_error(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, text);
     } else if (call->body_len > 0) {
-        call->in_buf = malloc(call->body_len);
+        call->in_buf = call->body_len <= API_CALL_INLINE ? call->inline_in : malloc(call->body_len);
         if (call->in_buf == NULL) {
             nghttp2_submit_rst_stream(call->conn->t.session, NGHTTP2_FLAG_NONE, call->stream_id,
                                       NGHTTP2_INTERNAL_ERROR);
@@ -997,8 +1014,7 @@ static void call_deliver(struct api_call *call)
         m->stream.message(m->data, call, msg, call->body_len);
         call_unref(call);
     }
-    free(call->in_buf);
-    call->in_buf = NULL;
+    call_free_in(call);
     call->prefix_len = 0;
     call->body_len = call->body_have = 0;
 }
@@ -1156,6 +1172,20 @@ static bool is_grpc_content_type(const uint8_t *v, size_t len)
     return len == n || v[n] == '+' || v[n] == ';';
 }
 
+/* Headers gRPC requests carry for the transport rather than the application (grpc-go
+ * treats them as reserved): not kept as metadata, which saves an allocation per call. */
+static bool is_transport_header(const uint8_t *name, size_t len)
+{
+    static const char *const names[] = {"te", "user-agent", "grpc-accept-encoding",
+                                        "grpc-encoding"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Keeps a metadata header as "name\0value\0". Returns 0 or LATCH_ENOMEM. */
 static int call_add_metadata(struct api_call *call,
                              const uint8_t *name,
@@ -1229,6 +1259,7 @@ static int on_header(nghttp2_session *session,
             call->timeout_ms = ms;
         }
     } else if (namelen > 0 && name[0] != ':' && call->err_status == 0 &&
+               !is_transport_header(name, namelen) &&
                call_add_metadata(call, name, namelen, value, valuelen) != 0) {
         call_set_error(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     }
@@ -1641,6 +1672,7 @@ static int server_add_method(struct api_server *s, const char *path, const struc
     }
     *m = *proto;
     memcpy(m->path, path, len + 1);
+    m->path_len = len;
     m->next = s->methods;
     s->methods = m;
     return 0;
