@@ -26,7 +26,9 @@
  * :path gets UNIMPLEMENTED and a header list over max_header_list_size RESOURCE_EXHAUSTED,
  * both trailers-only.
  *
- * Everything runs on the loop's thread; nothing here is thread-safe.
+ * Everything runs on the loop's thread; nothing here is thread-safe. libuv writes to sockets
+ * with write(2), so the process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN) in main):
+ * otherwise a peer that resets its connection while a write is pending kills it.
  */
 #ifndef API_GRPC_SERVER_H
 #define API_GRPC_SERVER_H

@@ -24,6 +24,7 @@ PACKAGES=(
     curl
     openssl
     python3-hpack
+    etcd-client
 )
 
 missing=()

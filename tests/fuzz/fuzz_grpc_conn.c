@@ -32,6 +32,7 @@
 #include "grpc_wire.h"
 #include "latch_assert.h"
 #include "latch_error.h"
+#include "latch_log.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -166,6 +167,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     signal(SIGPIPE, SIG_IGN);
+    latch_log_set_level(LATCH_LOG_ERROR); /* a log line per rejected input would drown the run */
     LATCH_ASSERT(uv_loop_init(&g_loop) == 0);
     struct api_server_config cfg = {.max_recv_msg_size = 64u << 10,
                                     .max_stream_queue_bytes = 16u << 10,

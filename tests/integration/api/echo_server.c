@@ -36,6 +36,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,6 +484,7 @@ static int write_port_file(const char *path, const int *ports, int n)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a peer's reset must fail a write, not kill the process */
     const char *port_file = NULL;
     const char *tls_dir = NULL;
     struct api_server_config cfg = {0};
