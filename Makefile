@@ -66,6 +66,7 @@ soak: release
 bench: release
 	$(RELEASE)/raft_bench
 	$(RELEASE)/store_bench --dir $(RELEASE)/store_bench.d
+	bash tests/bench/grpc_bench.sh $(RELEASE)
 
 format:
 	bash scripts/check-format.sh --fix

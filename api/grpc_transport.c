@@ -241,16 +241,29 @@ void api_transport_flush(struct api_transport *t)
     }
 }
 
-/* Hands plaintext to nghttp2. Returns 0, or LATCH_EPROTO when the session failed (it may
- * have queued a GOAWAY). */
+/*
+ * Hands plaintext to nghttp2 in slices of API_TRANSPORT_RECV_SLICE bytes and flushes what
+ * each slice produced before the next: the peer gets the first answers of a large batch of
+ * requests while the rest are still being processed, so both ends work at once instead of
+ * taking turns (measured in docs/benchmarks.md). Returns 0, or LATCH_EPROTO when the session
+ * failed (it may have queued a GOAWAY).
+ */
 static int session_recv(struct api_transport *t, const uint8_t *data, size_t n)
 {
-    t->in_recv = true;
-    ssize_t rv = nghttp2_session_mem_recv(t->session, data, n);
-    t->in_recv = false;
-    if (rv < 0) {
-        latch_log(LATCH_LOG_INFO, "grpc: closing connection: %s", nghttp2_strerror((int)rv));
-        return LATCH_EPROTO;
+    while (n > 0 && !t->closing) {
+        size_t k = n < API_TRANSPORT_RECV_SLICE ? n : API_TRANSPORT_RECV_SLICE;
+        t->in_recv = true;
+        ssize_t rv = nghttp2_session_mem_recv(t->session, data, k);
+        t->in_recv = false;
+        if (rv < 0) {
+            latch_log(LATCH_LOG_INFO, "grpc: closing connection: %s", nghttp2_strerror((int)rv));
+            return LATCH_EPROTO;
+        }
+        data += k;
+        n -= k;
+        if (n > 0) {
+            api_transport_flush(t);
+        }
     }
     return 0;
 }

@@ -11,7 +11,8 @@
  *  - nothing is pulled from nghttp2 before the TLS handshake is done (the frames stay queued
  *    in nghttp2, so none is lost), and the TLS output is drained after every TLS call;
  *  - no flush while nghttp2_session_mem_recv runs (nghttp2 must not be re-entered); the read
- *    path flushes afterwards;
+ *    path feeds nghttp2 in slices and flushes after each, so the first answers of a large
+ *    batch go out while the rest is processed;
  *  - output is capped: while the bytes handed to uv_write but not yet written reach
  *    max_out, nothing more is pulled from nghttp2 (which keeps its frames and, through HTTP/2
  *    flow control, holds the peer back); the write callback resumes.
@@ -41,6 +42,9 @@ struct api_transport;
  * writes: a peer that does not read must not hold the connection, its slot and its output
  * buffer forever. */
 #define API_TRANSPORT_LINGER_MS 2000
+
+/* Bytes handed to nghttp2 between two flushes of one read (see session_recv). */
+#define API_TRANSPORT_RECV_SLICE 1024
 
 /* Plaintext chunk size out of TLS: one full TLS record. */
 #define API_TRANSPORT_TLS_CHUNK 16384

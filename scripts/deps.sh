@@ -25,6 +25,7 @@ PACKAGES=(
     openssl
     python3-hpack
     etcd-client
+    nghttp2-client
 )
 
 missing=()

@@ -6,8 +6,10 @@
 # The server is pinned to CPU 0 and the load generator to CPU 1 (when taskset exists and the
 # machine has two CPUs), so "one core" means the server's single loop thread on one CPU.
 #
-#   unary h2c       small echo calls/s, 1 connection, 100 concurrent streams
-#   unary TLS       the same over TLS 1.3 (ALPN h2); the ratio to h2c is the TLS cost
+#   unary h2c       small echo calls/s, 1 connection, 100 concurrent streams; and 100
+#                   streams spread over 4 connections
+#   unary TLS       the same over TLS 1.3 (ALPN h2); the TLS cost is the ratio of the
+#                   server's CPU time per call (wall-clock rates on this VM vary too much)
 #   stream          messages/s on one server-streaming call (1,000,000 small messages)
 #   1 MiB unary     response MiB/s echoing 1 MiB messages, 10 concurrent streams
 #
@@ -69,32 +71,51 @@ h2load_secs() {
         awk '{ print ($2 == "ms") ? $1 / 1000 : $1 }'
 }
 
-# best RATE_EXPR ARGS... — the best of RUNS runs (the least disturbed by other load).
+# The server's CPU time so far (user + system), in clock ticks.
+server_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
+hz=$(getconf CLK_TCK)
+
+# best_rate COUNT ARGS... — the best of RUNS runs (the least disturbed by other load), as
+# "<count per wall second> <server CPU microseconds per count>" (CPU of the same run).
 best_rate() {
     local count=$1; shift
-    local best=0 s r
+    local best=0 cpu=0 s r t0 t1
     for _ in $(seq "$RUNS"); do
+        t0=$(server_ticks)
         s=$(h2load_secs "$@")
+        t1=$(server_ticks)
         r=$(awk -v c="$count" -v s="$s" 'BEGIN { printf "%.0f", c / s }')
-        [ "$r" -gt "$best" ] && best=$r
+        if [ "$r" -gt "$best" ]; then
+            best=$r
+            cpu=$(awk -v c="$count" -v t=$((t1 - t0)) -v hz="$hz" 'BEGIN { printf "%.2f", t / hz * 1e6 / c }')
+        fi
     done
-    echo "$best"
+    echo "$best $cpu"
 }
 
 echo "grpc_bench: server pinned: ${pin_server[*]:-no}; $(nproc) CPUs; best of $RUNS runs"
-unary=$(best_rate "$N_UNARY" -n "$N_UNARY" -c 1 -m 100 -d "$tmp/small.bin" \
+echo "(server CPU per call is the server process's user+system time over the same run)"
+read -r unary unary_cpu < <(best_rate "$N_UNARY" -n "$N_UNARY" -c 1 -m 100 -d "$tmp/small.bin" \
     "http://127.0.0.1:$h2c_port/latch.test.Echo/Unary")
-printf '%-34s %12s calls/s\n' "unary h2c (h2load, 100 streams)" "$unary"
-tls=$(best_rate "$N_UNARY" -n "$N_UNARY" -c 1 -m 100 -d "$tmp/small.bin" \
+printf '%-40s %10s calls/s  server %s us/call\n' "unary h2c (h2load, 1 conn, 100 streams)" \
+    "$unary" "$unary_cpu"
+read -r unary4 unary4_cpu < <(best_rate "$N_UNARY" -n "$N_UNARY" -c 4 -m 25 -d "$tmp/small.bin" \
+    "http://127.0.0.1:$h2c_port/latch.test.Echo/Unary")
+printf '%-40s %10s calls/s  server %s us/call\n' "unary h2c (h2load, 4 conns x 25 streams)" \
+    "$unary4" "$unary4_cpu"
+read -r tls tls_cpu < <(best_rate "$N_UNARY" -n "$N_UNARY" -c 1 -m 100 -d "$tmp/small.bin" \
     "https://127.0.0.1:$tls_port/latch.test.Echo/Unary")
-printf '%-34s %12s calls/s  (%.1f%% of h2c)\n' "unary TLS (h2load, 100 streams)" "$tls" \
-    "$(awk -v a="$tls" -v b="$unary" 'BEGIN { print 100 * a / b }')"
-stream=$(best_rate "$N_STREAM" -n 1 -c 1 -m 1 -d "$tmp/count.bin" \
+printf '%-40s %10s calls/s  server %s us/call (TLS costs %.0f%% more CPU per call)\n' \
+    "unary TLS (h2load, 1 conn, 100 streams)" "$tls" "$tls_cpu" \
+    "$(awk -v a="$tls_cpu" -v b="$unary_cpu" 'BEGIN { print 100 * (a - b) / b }')"
+read -r stream stream_cpu < <(best_rate "$N_STREAM" -n 1 -c 1 -m 1 -d "$tmp/count.bin" \
     "http://127.0.0.1:$h2c_port/latch.test.Echo/Count")
-printf '%-34s %12s messages/s\n' "server stream (1 stream)" "$stream"
-big=$(best_rate "$N_BIG" -n "$N_BIG" -c 1 -m 10 -d "$tmp/big.bin" \
+printf '%-40s %10s messages/s  server %s us/message\n' "server stream (h2load, 1 stream)" \
+    "$stream" "$stream_cpu"
+read -r big big_cpu < <(best_rate "$N_BIG" -n "$N_BIG" -c 1 -m 10 -d "$tmp/big.bin" \
     "http://127.0.0.1:$h2c_port/latch.test.Echo/Unary")
-printf '%-34s %12s MiB/s each way\n' "1 MiB unary (10 streams)" "$big"
+printf '%-40s %10s MiB/s each way  server %s us/MiB\n' "1 MiB unary (h2load, 10 streams)" \
+    "$big" "$big_cpu"
 
 if [ -x "$build/grpc_client_bench" ]; then
     "${pin_load[@]}" "$build/grpc_client_bench" --port "$h2c_port" --tls-port "$tls_port" \
