@@ -111,6 +111,7 @@ struct api_server {
     uv_loop_t *loop;
     struct api_listener *listeners;
     size_t max_recv_msg_size;
+    size_t max_send_msg_size;
     size_t max_connections;
     size_t max_conn_output_bytes;
     size_t max_stream_queue_bytes;
@@ -702,7 +703,7 @@ int api_call_send(struct api_call *call, const uint8_t *msg, size_t len, bool *w
     if (!api_call_is_alive(call)) {
         return LATCH_ESTATE;
     }
-    if (len > UINT32_MAX) {
+    if (len > call->conn->server->max_send_msg_size) {
         return LATCH_ETOOBIG;
     }
     if (call_queue_reserve(call, API_GRPC_FRAME_HEADER_SIZE + len) != 0) {
@@ -792,8 +793,13 @@ static ssize_t data_read_cb(nghttp2_session *session,
 int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len)
 {
     LATCH_ASSERT(!call->answered && !call->streaming);
-    if (len > UINT32_MAX) {
-        api_call_fail(call, API_GRPC_STATUS_INTERNAL, "response message too large");
+    size_t max = call->conn != NULL ? call->conn->server->max_send_msg_size : UINT32_MAX;
+    if (len > max) {
+        /* grpc-go's text for the same case (rpc_util.go, msgHeader). */
+        char text[96];
+        snprintf(text, sizeof(text), "grpc: trying to send message larger than max (%zu vs. %zu)",
+                 len, max);
+        api_call_fail(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, text);
         return LATCH_ETOOBIG;
     }
     if (!call_begin_answer(call)) {
@@ -1576,6 +1582,7 @@ int api_server_new(uv_loop_t *loop, const struct api_server_config *cfg, struct 
     s->loop = loop;
 #define API_CFG(field, dflt) (cfg->field != 0 ? cfg->field : (dflt))
     s->max_recv_msg_size = API_CFG(max_recv_msg_size, API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT);
+    s->max_send_msg_size = API_CFG(max_send_msg_size, API_SERVER_MAX_SEND_MSG_SIZE_DEFAULT);
     s->max_connections = API_CFG(max_connections, API_SERVER_MAX_CONNECTIONS_DEFAULT);
     s->max_conn_output_bytes = API_CFG(max_conn_output_bytes, API_SERVER_MAX_CONN_OUTPUT_DEFAULT);
     s->max_stream_queue_bytes =
@@ -1584,6 +1591,9 @@ int api_server_new(uv_loop_t *loop, const struct api_server_config *cfg, struct 
         API_CFG(max_concurrent_streams, API_SERVER_MAX_CONCURRENT_STREAMS_DEFAULT);
     s->max_header_list_size = API_CFG(max_header_list_size, API_SERVER_MAX_HEADER_LIST_DEFAULT);
 #undef API_CFG
+    if (s->max_send_msg_size > UINT32_MAX) {
+        s->max_send_msg_size = UINT32_MAX; /* what the 5-byte prefix can carry */
+    }
     if (s->max_header_list_size > UINT32_MAX) {
         s->max_header_list_size = UINT32_MAX;
     }

@@ -42,6 +42,9 @@
 /* Largest request message accepted by default: etcd's 1.5 MiB + 512 KiB (ETCD-API.md §5). */
 #define API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT ((size_t)(3u << 19) + (512u << 10))
 
+/* Largest response message by default: etcd's (math.MaxInt32). */
+#define API_SERVER_MAX_SEND_MSG_SIZE_DEFAULT ((size_t)INT32_MAX)
+
 #define API_SERVER_MAX_CONNECTIONS_DEFAULT        1024
 #define API_SERVER_MAX_CONN_OUTPUT_DEFAULT        ((size_t)4 << 20)
 #define API_SERVER_MAX_STREAM_QUEUE_DEFAULT       ((size_t)1 << 20)
@@ -58,6 +61,11 @@ struct api_tls_ctx;
 struct api_server_config {
     /* Largest request message in bytes; 0 selects API_SERVER_MAX_RECV_MSG_SIZE_DEFAULT. */
     size_t max_recv_msg_size;
+    /* Largest response message in bytes (at most 4 GiB - 1); 0 selects
+     * API_SERVER_MAX_SEND_MSG_SIZE_DEFAULT. A larger unary answer fails the call with
+     * RESOURCE_EXHAUSTED "grpc: trying to send message larger than max (N vs. M)"; a larger
+     * streamed message is refused by api_call_send. */
+    size_t max_send_msg_size;
     /* Connections served at once; 0 selects API_SERVER_MAX_CONNECTIONS_DEFAULT. Beyond it a
      * new connection is accepted and closed at once (logged at most once a second). */
     size_t max_connections;
@@ -200,8 +208,9 @@ void api_server_shutdown(struct api_server *s, uint64_t drain_ms, api_server_clo
  * HEADERS(:status 200, content-type application/grpc), DATA(prefix + message), trailers
  * (grpc-status 0). Consumes call in every case: it must not be used afterwards. Returns 0,
  * LATCH_ESTATE when the stream is already gone (reset by the peer or its connection closed;
- * nothing is sent; also after the deadline expired), LATCH_ETOOBIG (len over 4 GiB - 1; INTERNAL is
- * sent instead) or LATCH_ENOMEM (the stream is reset instead).
+ * nothing is sent; also after the deadline expired), LATCH_ETOOBIG (len over
+ * max_send_msg_size; RESOURCE_EXHAUSTED is sent instead) or LATCH_ENOMEM (the stream is reset
+ * instead). Answers of unary and client-streaming calls.
  */
 int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len);
 
@@ -221,7 +230,7 @@ int api_call_fail(struct api_call *call, int grpc_status, const char *message);
  * more than max_stream_queue_bytes, false otherwise; the producer should then pause until
  * api_call_on_writable() calls back. Does not consume call. Returns 0, LATCH_ESTATE (the call
  * is dead: stream gone, connection closed or deadline expired; the message is discarded; the
- * call must still be finished), LATCH_ETOOBIG (len over 4 GiB - 1) or LATCH_ENOMEM.
+ * call must still be finished), LATCH_ETOOBIG (len over max_send_msg_size) or LATCH_ENOMEM.
  */
 int api_call_send(struct api_call *call, const uint8_t *msg, size_t len, bool *would_block);
 

@@ -25,7 +25,8 @@
  *   /etcdserverpb.KV/Range  an etcd RangeRequest (protobuf) answered with one key-value: the
  *                           requested key with value "hello from latch" (for etcdctl), or
  *                           INTERNAL "grpc: error unmarshalling request: ..." for bad bytes.
- * --max-connections N sets api_server_config.max_connections (default: the server's).
+ * --max-connections N sets api_server_config.max_connections (default: the server's);
+ * --max-send-msg-size N sets api_server_config.max_send_msg_size.
  * --tls-dir D also listens with TLS (D/server.pem, D/server.key) and with mTLS (client
  * certificates verified against D/ca.pem); the port file then holds three lines: the h2c, TLS
  * and mTLS ports. SIGHUP reloads both TLS contexts from the same files.
@@ -493,6 +494,8 @@ int main(int argc, char **argv)
             port_file = argv[++i];
         } else if (strcmp(argv[i], "--max-connections") == 0 && i + 1 < argc) {
             cfg.max_connections = strtoul(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--max-send-msg-size") == 0 && i + 1 < argc) {
+            cfg.max_send_msg_size = strtoul(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--tls-dir") == 0 && i + 1 < argc) {
             tls_dir = argv[++i];
         } else {
@@ -501,7 +504,10 @@ int main(int argc, char **argv)
         }
     }
     if (port_file == NULL) {
-        fprintf(stderr, "usage: %s --port-file F [--max-connections N] [--tls-dir D]\n", argv[0]);
+        fprintf(
+            stderr,
+            "usage: %s --port-file F [--max-connections N] [--max-send-msg-size N] [--tls-dir D]\n",
+            argv[0]);
         return 2;
     }
     uv_loop_t loop;

@@ -303,8 +303,10 @@ def stop_server(child, name, signalled=False):
 
 
 def connection_limit_checks(tmp):
-    """--max-connections 4: a 5th connection is closed at once; freeing one lets calls in."""
-    child, port = start_server(tmp, "port-limit", ("--max-connections", "4"))
+    """--max-connections 4: a 5th connection is closed at once; freeing one lets calls in.
+    --max-send-msg-size 1024: a larger answer is refused with grpc-go's status and text."""
+    child, port = start_server(tmp, "port-limit",
+                               ("--max-connections", "4", "--max-send-msg-size", "1024"))
     if port is None:
         check("limited server started", False, f"no port file (exit {child.poll()})")
         stop_server(child, "limited server")
@@ -334,6 +336,9 @@ def connection_limit_checks(tmp):
             check("call works below the limit again", call(ch, UNARY, b"ok", timeout=5) == b"ok")
         except grpc.RpcError as e:
             check("call works below the limit again", False, f"{e.code()} {e.details()!r}")
+        expect_code(ch, "answer over --max-send-msg-size gives RESOURCE_EXHAUSTED", UNARY,
+                    b"x" * 2000, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "grpc: trying to send message larger than max (2000 vs. 1024)")
     stop_server(child, "limited server")
 
 
