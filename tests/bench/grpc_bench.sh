@@ -119,5 +119,5 @@ printf '%-40s %10s MiB/s each way  server %s us/MiB\n' "1 MiB unary (h2load, 10 
 
 if [ -x "$build/grpc_client_bench" ]; then
     "${pin_load[@]}" "$build/grpc_client_bench" --port "$h2c_port" --tls-port "$tls_port" \
-        --ca "$tmp/tls/ca.pem"
+        --ca "$tmp/tls/ca.pem" --runs "$RUNS"
 fi

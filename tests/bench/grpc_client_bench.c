@@ -1,7 +1,7 @@
 /*
  * grpc_client_bench.c — latch's own C client (api/grpc_client) against grpc_echo_server:
  *
- *   grpc_client_bench --port P [--tls-port T --ca CA.pem] [--calls N] [--inflight K]
+ *   grpc_client_bench --port P [--tls-port T --ca CA.pem] [--calls N] [--inflight K] [--runs R]
  *
  * Prints, for cleartext and (with --tls-port) TLS:
  *   unary calls/s      N small echo calls, K in flight on one channel (one connection);
@@ -9,7 +9,8 @@
  *   bidi messages/s    N small messages echoed through one Chat call, sent as fast as the
  *                      send queue allows, all echoes received;
  *   1 MiB MiB/s        N/500 one-MiB echo calls, 10 in flight (response MiB/s).
- * A program, not a test: it prints figures and asserts nothing beyond every call succeeding.
+ * Each figure is the best of R runs (3 by default). A program, not a test: it prints figures
+ * and asserts nothing beyond every call succeeding.
  * Run by tests/bench/grpc_bench.sh, which starts the server.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -120,13 +121,9 @@ static void run_loop(struct bench *b, unsigned long want_done)
     }
 }
 
-static void bench_unary(struct bench *b,
-                        const char *label,
-                        unsigned long n,
-                        unsigned inflight,
-                        const uint8_t *msg,
-                        size_t len,
-                        bool mib)
+/* Each returns its rate: calls/s, messages/s, or response MiB/s for bench_unary with mib. */
+static double bench_unary(
+    struct bench *b, unsigned long n, unsigned inflight, const uint8_t *msg, size_t len, bool mib)
 {
     b->total = n;
     b->started = b->done = b->failed = 0;
@@ -137,14 +134,10 @@ static void bench_unary(struct bench *b,
     unary_fill(b);
     run_loop(b, n);
     double secs = now_s() - t0;
-    if (mib) {
-        printf("%-36s %12.0f MiB/s each way\n", label, (double)n * (double)len / 1048576.0 / secs);
-    } else {
-        printf("%-36s %12.0f calls/s\n", label, (double)n / secs);
-    }
+    return mib ? (double)n * (double)len / 1048576.0 / secs : (double)n / secs;
 }
 
-static void bench_stream(struct bench *b, const char *label, unsigned long n)
+static double bench_stream(struct bench *b, unsigned long n)
 {
     char req[24];
     int rl = snprintf(req, sizeof(req), "%lu", n);
@@ -162,10 +155,10 @@ static void bench_stream(struct bench *b, const char *label, unsigned long n)
     if (b->received != n) {
         die("stream lost messages");
     }
-    printf("%-36s %12.0f messages/s\n", label, (double)n / secs);
+    return (double)n / secs;
 }
 
-static void bench_bidi(struct bench *b, const char *label, unsigned long n)
+static double bench_bidi(struct bench *b, unsigned long n)
 {
     static const uint8_t msg[] = "hello world";
     struct api_ccall_callbacks cbs = {
@@ -184,7 +177,12 @@ static void bench_bidi(struct bench *b, const char *label, unsigned long n)
     if (b->received != n) {
         die("bidi lost messages");
     }
-    printf("%-36s %12.0f messages/s\n", label, (double)n / secs);
+    return (double)n / secs;
+}
+
+static double max2(double a, double b)
+{
+    return a > b ? a : b;
 }
 
 static void run_all(uv_loop_t *loop,
@@ -192,7 +190,8 @@ static void run_all(uv_loop_t *loop,
                     struct api_tls_ctx *tls,
                     const char *kind,
                     unsigned long n,
-                    unsigned inflight)
+                    unsigned inflight,
+                    int runs)
 {
     const char *eps[] = {endpoint};
     struct api_channel_config cfg = {.endpoints = eps, .endpoints_count = 1, .tls = tls};
@@ -201,22 +200,29 @@ static void run_all(uv_loop_t *loop,
         die("cannot make the channel");
     }
     static const uint8_t small[] = "hello world";
-    char label[64];
-    snprintf(label, sizeof(label), "C client unary %s (%u in flight)", kind, inflight);
-    bench_unary(&b, label, n, inflight, small, sizeof(small) - 1, false);
-    snprintf(label, sizeof(label), "C client server stream %s", kind);
-    bench_stream(&b, label, n);
-    snprintf(label, sizeof(label), "C client bidi echo %s", kind);
-    bench_bidi(&b, label, n);
     size_t big_len = (size_t)1 << 20;
     uint8_t *big = calloc(1, big_len);
     if (big == NULL) {
         die("out of memory");
     }
-    snprintf(label, sizeof(label), "C client 1 MiB unary %s (10 in flight)", kind);
     unsigned long nbig = n / 500 > 0 ? n / 500 : 1;
-    bench_unary(&b, label, nbig, 10, big, big_len, true);
+    double unary = 0, stream = 0, bidi = 0, mib = 0;
+    for (int r = 0; r < runs; r++) { /* the best run: the least disturbed by other load */
+        unary = max2(unary, bench_unary(&b, n, inflight, small, sizeof(small) - 1, false));
+        stream = max2(stream, bench_stream(&b, n));
+        bidi = max2(bidi, bench_bidi(&b, n));
+        mib = max2(mib, bench_unary(&b, nbig, 10, big, big_len, true));
+    }
     free(big);
+    char label[64];
+    snprintf(label, sizeof(label), "C client unary %s (%u in flight)", kind, inflight);
+    printf("%-40s %10.0f calls/s\n", label, unary);
+    snprintf(label, sizeof(label), "C client server stream %s", kind);
+    printf("%-40s %10.0f messages/s\n", label, stream);
+    snprintf(label, sizeof(label), "C client bidi echo %s", kind);
+    printf("%-40s %10.0f messages/s\n", label, bidi);
+    snprintf(label, sizeof(label), "C client 1 MiB unary %s (10 in flight)", kind);
+    printf("%-40s %10.0f MiB/s each way\n", label, mib);
     api_channel_close(b.ch, NULL, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
 }
@@ -227,6 +233,7 @@ int main(int argc, char **argv)
     const char *port = NULL, *tls_port = NULL, *ca = NULL;
     unsigned long n = 1000000;
     unsigned inflight = 100;
+    int runs = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--port") == 0) {
             port = argv[i + 1];
@@ -236,6 +243,8 @@ int main(int argc, char **argv)
             ca = argv[i + 1];
         } else if (strcmp(argv[i], "--calls") == 0) {
             n = strtoul(argv[i + 1], NULL, 10);
+        } else if (strcmp(argv[i], "--runs") == 0) {
+            runs = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--inflight") == 0) {
             inflight = (unsigned)strtoul(argv[i + 1], NULL, 10);
         } else {
@@ -243,10 +252,11 @@ int main(int argc, char **argv)
             break;
         }
     }
-    if (port == NULL || n == 0 || inflight == 0 || (tls_port != NULL && ca == NULL)) {
-        fprintf(stderr,
-                "usage: %s --port P [--tls-port T --ca CA.pem] [--calls N] [--inflight K]\n",
-                argv[0]);
+    if (port == NULL || n == 0 || inflight == 0 || runs < 1 || (tls_port != NULL && ca == NULL)) {
+        fprintf(
+            stderr,
+            "usage: %s --port P [--tls-port T --ca CA.pem] [--calls N] [--inflight K] [--runs R]\n",
+            argv[0]);
         return 2;
     }
     uv_loop_t loop;
@@ -255,7 +265,7 @@ int main(int argc, char **argv)
     }
     char ep[64];
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%s", port);
-    run_all(&loop, ep, NULL, "h2c", n, inflight);
+    run_all(&loop, ep, NULL, "h2c", n, inflight, runs);
     if (tls_port != NULL) {
         struct api_tls_config tc = {.ca_file = ca, .server_name = "127.0.0.1"};
         struct api_tls_ctx *tls;
@@ -264,7 +274,7 @@ int main(int argc, char **argv)
             die(err);
         }
         snprintf(ep, sizeof(ep), "https://127.0.0.1:%s", tls_port);
-        run_all(&loop, ep, tls, "TLS", n, inflight);
+        run_all(&loop, ep, tls, "TLS", n, inflight, runs);
         api_tls_ctx_free(tls);
     }
     return uv_loop_close(&loop) == 0 ? 0 : 1;
