@@ -1353,30 +1353,14 @@ static int conn_session_init(struct api_cconn *conn)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, on_frame_not_send);
-    nghttp2_option *opt;
-    if (nghttp2_option_new(&opt) != 0) {
-        nghttp2_session_callbacks_del(cbs);
-        return LATCH_ENOMEM;
-    }
-    nghttp2_option_set_no_auto_window_update(opt, 1); /* see on_data_chunk_recv */
-    int rv = nghttp2_session_client_new2(&conn->t.session, cbs, conn, opt);
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cbs);
-    if (rv != 0) {
-        conn->t.session = NULL;
-        return LATCH_ENOMEM;
-    }
     /* The client preface goes out with the first flush (nghttp2 writes the magic itself). */
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, API_CLIENT_INITIAL_WINDOW_SIZE},
     };
-    if (nghttp2_submit_settings(conn->t.session, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
-        nghttp2_session_set_local_window_size(conn->t.session, NGHTTP2_FLAG_NONE, 0,
-                                              API_CLIENT_CONN_WINDOW_SIZE) != 0) {
-        return LATCH_ENOMEM;
-    }
-    return 0;
+    int rc = api_transport_session_new(&conn->t, cbs, false, iv, 2, API_CLIENT_CONN_WINDOW_SIZE);
+    nghttp2_session_callbacks_del(cbs);
+    return rc;
 }
 
 /* TCP is connected: the session, TLS if the endpoint wants it, then the preface. */

@@ -119,11 +119,10 @@ struct api_server {
     size_t max_header_list_size;
     struct api_method *methods;
     struct api_conn *conns;
-    size_t nconns;          /* connections in s->conns not yet closing, for max_connections */
-    size_t handles_open;    /* listeners, connections, rejects, drain timer not yet closed */
-    uint64_t reject_log_ms; /* uv_now of the last over-limit log line */
-    size_t rejected;        /* over-limit connections since that log line */
-    uv_timer_t drain_timer; /* initialised only while draining */
+    size_t nconns;       /* connections in s->conns not yet closing, for max_connections */
+    size_t handles_open; /* listeners, connections, rejects, drain timer not yet closed */
+    struct latch_log_limit reject_log; /* the over-limit log line, once a second */
+    uv_timer_t drain_timer;            /* initialised only while draining */
     bool drain_timer_open;
     bool closing;
     bool draining;
@@ -1386,30 +1385,14 @@ static int conn_session_init(struct api_conn *c)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-    nghttp2_option *opt;
-    if (nghttp2_option_new(&opt) != 0) {
-        nghttp2_session_callbacks_del(cbs);
-        return LATCH_ENOMEM;
-    }
-    nghttp2_option_set_no_auto_window_update(opt, 1); /* see on_data_chunk_recv */
-    int rv = nghttp2_session_server_new2(&c->t.session, cbs, c, opt);
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cbs);
-    if (rv != 0) {
-        c->t.session = NULL;
-        return LATCH_ENOMEM;
-    }
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, API_SERVER_INITIAL_WINDOW_SIZE},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)s->max_header_list_size},
     };
-    if (nghttp2_submit_settings(c->t.session, NGHTTP2_FLAG_NONE, iv, 3) != 0 ||
-        nghttp2_session_set_local_window_size(c->t.session, NGHTTP2_FLAG_NONE, 0,
-                                              API_SERVER_CONN_WINDOW_SIZE) != 0) {
-        return LATCH_ENOMEM;
-    }
-    return 0;
+    int rc = api_transport_session_new(&c->t, cbs, true, iv, 3, API_SERVER_CONN_WINDOW_SIZE);
+    nghttp2_session_callbacks_del(cbs);
+    return rc;
 }
 
 static void reject_close_cb(uv_handle_t *h)
@@ -1423,13 +1406,10 @@ static void reject_close_cb(uv_handle_t *h)
 /* Logs a refused connection at most once a second, with the count since the last line. */
 static void server_log_reject(struct api_server *s)
 {
-    s->rejected++;
-    uint64_t now = uv_now(s->loop);
-    if (s->reject_log_ms == 0 || now - s->reject_log_ms >= 1000) {
-        latch_log(LATCH_LOG_WARN, "grpc: %zu connection(s) refused: limit of %zu reached",
-                  s->rejected, s->max_connections);
-        s->reject_log_ms = now == 0 ? 1 : now;
-        s->rejected = 0;
+    size_t n;
+    if (latch_log_limit_hit(&s->reject_log, uv_now(s->loop), 1000, &n)) {
+        latch_log(LATCH_LOG_WARN, "grpc: %zu connection(s) refused: limit of %zu reached", n,
+                  s->max_connections);
     }
 }
 

@@ -346,6 +346,33 @@ int api_transport_init(struct api_transport *t,
     return 0;
 }
 
+int api_transport_session_new(struct api_transport *t,
+                              const nghttp2_session_callbacks *cbs,
+                              bool server,
+                              const nghttp2_settings_entry *iv,
+                              size_t n,
+                              int32_t conn_window)
+{
+    LATCH_ASSERT(t->session == NULL);
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0) {
+        return LATCH_ENOMEM;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    int rv = server ? nghttp2_session_server_new2(&t->session, cbs, t->owner, opt)
+                    : nghttp2_session_client_new2(&t->session, cbs, t->owner, opt);
+    nghttp2_option_del(opt);
+    if (rv != 0) {
+        t->session = NULL;
+        return LATCH_ENOMEM;
+    }
+    if (nghttp2_submit_settings(t->session, NGHTTP2_FLAG_NONE, iv, n) != 0 ||
+        nghttp2_session_set_local_window_size(t->session, NGHTTP2_FLAG_NONE, 0, conn_window) != 0) {
+        return LATCH_ENOMEM;
+    }
+    return 0;
+}
+
 int api_transport_start(struct api_transport *t, struct api_tls *tls)
 {
     LATCH_ASSERT(t->session != NULL && !t->started && t->tls == NULL);

@@ -117,6 +117,20 @@ int api_transport_init(struct api_transport *t,
                        size_t max_out);
 
 /*
+ * Makes t->session on the owner's callbacks cbs (borrowed; user_data is the owner), server or
+ * client side, with windows returned by hand (NO_AUTO_WINDOW_UPDATE: the owner calls
+ * nghttp2_session_consume_* as it takes data), submits the SETTINGS iv[0..n) and raises the
+ * connection's receive window to conn_window. Returns 0 or LATCH_ENOMEM (t->session is NULL
+ * unless it was made; the owner deletes it either way).
+ */
+int api_transport_session_new(struct api_transport *t,
+                              const nghttp2_session_callbacks *cbs,
+                              bool server,
+                              const nghttp2_settings_entry *iv,
+                              size_t n,
+                              int32_t conn_window);
+
+/*
  * Starts reading from the connected handle and flushes (a server's SETTINGS go out first).
  * tls (may be NULL) is taken over: the transport frees it. session must be set. Returns 0 or
  * LATCH_EINVAL (the caller closes t).

@@ -24,6 +24,21 @@ enum latch_log_level latch_log_get_level(void)
     return log_level;
 }
 
+bool latch_log_limit_hit(struct latch_log_limit *l,
+                         uint64_t now_ms,
+                         uint64_t interval_ms,
+                         size_t *count)
+{
+    l->count++;
+    if (l->last_ms != 0 && now_ms - l->last_ms < interval_ms) {
+        return false;
+    }
+    *count = l->count;
+    l->last_ms = now_ms == 0 ? 1 : now_ms; /* 0 means never */
+    l->count = 0;
+    return true;
+}
+
 const char *latch_log_level_name(enum latch_log_level level)
 {
     switch (level) {

@@ -8,6 +8,10 @@
 #ifndef LATCH_LOG_H
 #define LATCH_LOG_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "latch_assert.h"
 
 enum latch_log_level {
@@ -27,6 +31,22 @@ void latch_log_set_sink(latch_log_sink sink, void *data);
 /* Messages below level are dropped without formatting. Default: LATCH_LOG_INFO. */
 void latch_log_set_level(enum latch_log_level level);
 enum latch_log_level latch_log_get_level(void);
+
+/*
+ * A rate limit for one repeated log line (refused connections, say): latch_log_limit_hit()
+ * counts an event and returns true at most once per interval_ms of now_ms (the caller's
+ * clock, e.g. uv_now), setting *count to the events since the last true (this one included)
+ * for the line to report. Zero-initialise it.
+ */
+struct latch_log_limit {
+    uint64_t last_ms; /* now_ms of the last true (0: never) */
+    size_t count;     /* events counted since */
+};
+
+bool latch_log_limit_hit(struct latch_log_limit *l,
+                         uint64_t now_ms,
+                         uint64_t interval_ms,
+                         size_t *count);
 
 /* Short upper-case name of level ("INFO"); never NULL. */
 const char *latch_log_level_name(enum latch_log_level level);

@@ -65,8 +65,7 @@ struct srv_admin {
     size_t handles_open; /* listener, connections, rejected sockets */
     bool listening;
     bool closing;
-    size_t rejected;
-    uint64_t reject_log_ms;
+    struct latch_log_limit reject_log; /* the over-limit log line, once a second */
     void *close_data;
     srv_admin_close_cb close_cb;
 };
@@ -694,13 +693,10 @@ static void reject_close_cb(uv_handle_t *h)
 /* Over max_connections: accepts and closes at once, logging at most once a second. */
 static void server_reject(struct srv_admin *a)
 {
-    a->rejected++;
-    uint64_t now = uv_now(a->loop);
-    if (a->reject_log_ms == 0 || now - a->reject_log_ms >= 1000) {
-        latch_log(LATCH_LOG_WARN, "admin: %zu connection(s) refused: limit of %zu reached",
-                  a->rejected, a->max_connections);
-        a->reject_log_ms = now == 0 ? 1 : now;
-        a->rejected = 0;
+    size_t n;
+    if (latch_log_limit_hit(&a->reject_log, uv_now(a->loop), 1000, &n)) {
+        latch_log(LATCH_LOG_WARN, "admin: %zu connection(s) refused: limit of %zu reached", n,
+                  a->max_connections);
     }
     uv_tcp_t *t = calloc(1, sizeof(*t));
     if (t == NULL || uv_tcp_init(a->loop, t) != 0) {

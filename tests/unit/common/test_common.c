@@ -260,6 +260,22 @@ static void test_log_drops_below_level_without_evaluating_arguments(void **state
     assert_string_equal(cap.last, "error 4");
 }
 
+static void test_log_limit_lets_one_line_through_per_interval_with_the_count(void **state)
+{
+    (void)state;
+    struct latch_log_limit l = {0};
+    size_t n = 0;
+    assert_true(latch_log_limit_hit(&l, 0, 1000, &n)); /* the first event always logs */
+    assert_int_equal(n, 1);
+    assert_false(latch_log_limit_hit(&l, 10, 1000, &n));
+    assert_false(latch_log_limit_hit(&l, 999, 1000, &n));
+    assert_true(latch_log_limit_hit(&l, 1001, 1000, &n)); /* one interval after the first */
+    assert_int_equal(n, 3);
+    assert_false(latch_log_limit_hit(&l, 2000, 1000, &n));
+    assert_true(latch_log_limit_hit(&l, 5000, 1000, &n));
+    assert_int_equal(n, 2);
+}
+
 static void test_log_level_off_drops_everything(void **state)
 {
     struct captured_log cap = {0};
@@ -405,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_crc32c_extends_across_calls),
         cmocka_unit_test(test_arena_blocks_are_aligned_distinct_and_survive_growth),
         cmocka_unit_test(test_arena_reset_reuses_and_dup_copies),
+        cmocka_unit_test(test_log_limit_lets_one_line_through_per_interval_with_the_count),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
