@@ -136,9 +136,7 @@ struct api_ccall {
     uint64_t deadline; /* loop time (ms) the grpc-timeout counts down to */
     bool timer_open;
     uv_timer_t timer;
-    /* Sending: out[out_off, out_len) is the queue of framed messages. */
-    uint8_t *out;
-    size_t out_off, out_len, out_cap;
+    struct api_grpc_queue q; /* sending: framed messages not yet taken by nghttp2 */
     bool half_closed, end_sent, deferred, want_writable;
     /* Receiving. */
     bool recv_paused;
@@ -336,7 +334,7 @@ static void call_unref(struct api_ccall *call)
     struct api_channel *ch = call->ch;
     free(call->path);
     free(call->md);
-    free(call->out);
+    api_grpc_queue_free(&call->q);
     free(call->in_buf);
     free(call->resp_msg);
     free(call->message);
@@ -449,7 +447,7 @@ call_complete(struct api_ccall *call, int status, const char *message, bool rst,
                                   rst_code);
         conn_want_flush(call->conn);
     }
-    call->out_off = call->out_len = 0;
+    api_grpc_queue_clear(&call->q);
     call->want_writable = false;
     free(call->in_buf);
     call->in_buf = NULL;
@@ -490,7 +488,7 @@ static void call_detach(struct api_ccall *call)
 static bool call_writable_due(const struct api_ccall *call)
 {
     return call->want_writable && !call->done &&
-           call->out_len - call->out_off < call->ch->max_send_queue / 2;
+           api_grpc_queue_bytes(&call->q) < call->ch->max_send_queue / 2;
 }
 
 /* In TRANSIENT_FAILURE: the waiting calls that may not wait fail with the last error. */
@@ -582,19 +580,11 @@ static ssize_t call_read_cb(nghttp2_session *session,
         call->deferred = true; /* a reset is on its way */
         return NGHTTP2_ERR_DEFERRED;
     }
-    size_t n = call->out_len - call->out_off;
-    n = n < length ? n : length;
-    if (n > 0) {
-        memcpy(buf, call->out + call->out_off, n);
-        call->out_off += n;
-    }
-    if (call->out_off == call->out_len) {
-        call->out_off = call->out_len = 0;
-    }
+    size_t n = api_grpc_queue_take(&call->q, buf, length);
     if (call_writable_due(call)) {
         call_make_ready(call);
     }
-    if (call->out_len > call->out_off) {
+    if (api_grpc_queue_bytes(&call->q) > 0) {
         return (ssize_t)n;
     }
     if (call->half_closed) {
@@ -622,35 +612,6 @@ static void call_resume(struct api_ccall *call)
     conn_want_flush(call->conn);
 }
 
-/* Makes room for n more bytes at the end of the queue: compacts when at least half of it is
- * already sent, grows otherwise. Returns 0 or LATCH_ENOMEM. */
-static int call_queue_reserve(struct api_ccall *call, size_t n)
-{
-    size_t queued = call->out_len - call->out_off;
-    if (call->out_cap - call->out_len >= n) {
-        return 0;
-    }
-    if (call->out_off > 0 && call->out_off >= queued) {
-        memmove(call->out, call->out + call->out_off, queued);
-        call->out_off = 0;
-        call->out_len = queued;
-        if (call->out_cap - call->out_len >= n) {
-            return 0;
-        }
-    }
-    size_t ncap = call->out_cap == 0 ? 4096 : call->out_cap;
-    while (ncap - call->out_len < n) {
-        ncap *= 2;
-    }
-    uint8_t *nout = realloc(call->out, ncap);
-    if (nout == NULL) {
-        return LATCH_ENOMEM;
-    }
-    call->out = nout;
-    call->out_cap = ncap;
-    return 0;
-}
-
 int api_ccall_send(struct api_ccall *call, const uint8_t *msg, size_t len, bool *would_block)
 {
     if (would_block != NULL) {
@@ -659,19 +620,12 @@ int api_ccall_send(struct api_ccall *call, const uint8_t *msg, size_t len, bool 
     if (call->done || call->half_closed) {
         return LATCH_ESTATE;
     }
-    if (len > UINT32_MAX) {
-        return LATCH_ETOOBIG;
+    int rc = api_grpc_queue_push(&call->q, msg, len);
+    if (rc != 0) {
+        return rc;
     }
-    if (call_queue_reserve(call, API_GRPC_FRAME_HEADER_SIZE + len) != 0) {
-        return LATCH_ENOMEM;
-    }
-    api_grpc_frame_header(call->out + call->out_len, (uint32_t)len);
-    if (len > 0) {
-        memcpy(call->out + call->out_len + API_GRPC_FRAME_HEADER_SIZE, msg, len);
-    }
-    call->out_len += API_GRPC_FRAME_HEADER_SIZE + len;
     call_resume(call);
-    if (call->out_len - call->out_off > call->ch->max_send_queue) {
+    if (api_grpc_queue_bytes(&call->q) > call->ch->max_send_queue) {
         call->want_writable = true;
         if (would_block != NULL) {
             *would_block = true;
@@ -697,7 +651,7 @@ void api_ccall_cancel(struct api_ccall *call)
 
 size_t api_ccall_queued_bytes(const struct api_ccall *call)
 {
-    return call->out_len - call->out_off;
+    return api_grpc_queue_bytes(&call->q);
 }
 
 void api_ccall_pause_recv(struct api_ccall *call)

@@ -26,7 +26,7 @@
  *  - Unary responses are submitted only when the handler answers (rather than submitting
  *    headers early and returning NGHTTP2_ERR_DEFERRED from the provider): that keeps every
  *    error a trailers-only response even when it is decided late.
- *  - A server-streaming call queues framed messages in call->out; HEADERS go out with the first
+ *  - A streaming response queues framed messages in call->q; HEADERS go out with the first
  *    send (or finish) with stream_read_cb as the one data provider, which defers while the queue
  *    is empty and ends with trailers after api_call_finish.
  *  - A call's tick (a 0 ms uv_timer holding a call reference, opened for streaming responses
@@ -165,11 +165,10 @@ struct api_call {
     size_t msg_len;
     int err_status; /* 0 or the grpc-status decided while reading */
     char err_msg[API_GRPC_TOO_LARGE_MESSAGE_MAX];
-    uint8_t *out; /* inline_out or owned; prefix + unary response, or a stream's queue */
+    uint8_t *out; /* inline_out or owned; prefix + unary response */
     size_t out_len;
     size_t out_off;
-    /* Streaming responses: out[out_off, out_len) is the queue of framed messages not yet
-     * taken by nghttp2; out_cap is its allocation. */
+    struct api_grpc_queue q; /* streaming responses: framed messages not yet taken by nghttp2 */
     bool streaming;
     bool headers_sent;  /* response submitted with stream_read_cb as its data provider */
     bool deferred;      /* stream_read_cb returned NGHTTP2_ERR_DEFERRED; resume on more */
@@ -178,8 +177,7 @@ struct api_call {
     bool flush_wanted;  /* a send queued bytes; the tick flushes them (batching many sends) */
     bool want_writable; /* on_writable registered and not yet run */
     bool want_cancel;   /* on_cancel registered and not yet run */
-    size_t out_cap;
-    size_t queue_cap; /* max_stream_queue_bytes: above it api_call_send reports would_block */
+    size_t queue_cap;   /* max_stream_queue_bytes: above it api_call_send reports would_block */
     int fin_status;
     char *fin_msg;   /* owned; percent-encoded grpc-message for the trailers, or NULL */
     uv_timer_t tick; /* 0 ms timer: flushes sends, runs the writable/cancel callbacks */
@@ -223,6 +221,7 @@ static void call_unref(struct api_call *call)
     if (call->out != call->inline_out) {
         free(call->out);
     }
+    api_grpc_queue_free(&call->q);
     free(call->fin_msg);
     free(call->md);
     free(call);
@@ -245,7 +244,7 @@ static void call_stop_deadline(struct api_call *call)
 
 static size_t call_queued(const struct api_call *call)
 {
-    return call->out_len - call->out_off;
+    return api_grpc_queue_bytes(&call->q);
 }
 
 bool api_call_is_alive(const struct api_call *call)
@@ -536,35 +535,6 @@ static void call_arm_deadline(struct api_call *call)
 
 /* ---- streaming responses -------------------------------------------------------------- */
 
-/* Makes room for n more bytes at the end of call's queue: compacts when at least half of it is
- * already sent (so each byte moves O(1) times), grows otherwise. Returns 0 or LATCH_ENOMEM. */
-static int call_queue_reserve(struct api_call *call, size_t n)
-{
-    size_t queued = call_queued(call);
-    if (call->out_cap - call->out_len >= n) {
-        return 0;
-    }
-    if (call->out_off > 0 && call->out_off >= queued) {
-        memmove(call->out, call->out + call->out_off, queued);
-        call->out_off = 0;
-        call->out_len = queued;
-        if (call->out_cap - call->out_len >= n) {
-            return 0;
-        }
-    }
-    size_t ncap = call->out_cap == 0 ? 4096 : call->out_cap;
-    while (ncap - call->out_len < n) {
-        ncap *= 2;
-    }
-    uint8_t *nout = realloc(call->out, ncap);
-    if (nout == NULL) {
-        return LATCH_ENOMEM;
-    }
-    call->out = nout;
-    call->out_cap = ncap;
-    return 0;
-}
-
 /* Records the trailers stream_read_cb sends after the queue: grpc-status and, when non-OK,
  * the percent-encoded message (dropped if it cannot be allocated: the status matters most). */
 static void call_set_trailers(struct api_call *call, int grpc_status, const char *message)
@@ -613,15 +583,7 @@ static ssize_t stream_read_cb(nghttp2_session *session,
     (void)stream_id;
     (void)user_data;
     struct api_call *call = source->ptr;
-    size_t n = call_queued(call);
-    n = n < length ? n : length;
-    if (n > 0) {
-        memcpy(buf, call->out + call->out_off, n);
-        call->out_off += n;
-    }
-    if (call->out_off == call->out_len) {
-        call->out_off = call->out_len = 0;
-    }
+    size_t n = api_grpc_queue_take(&call->q, buf, length);
     call_wake(call);
     if (call_queued(call) > 0 || (!call->finished && n > 0)) {
         return (ssize_t)n;
@@ -683,7 +645,7 @@ static void call_abort(struct api_call *call, int grpc_status, const char *messa
     call->aborted = true;
     call_stop_deadline(call);
     if (call->headers_sent) {
-        call->out_off = call->out_len = 0;
+        api_grpc_queue_clear(&call->q);
         call_set_trailers(call, grpc_status, message);
         call_stream_submit(call);
     } else {
@@ -705,14 +667,10 @@ int api_call_send(struct api_call *call, const uint8_t *msg, size_t len, bool *w
     if (len > call->conn->server->max_send_msg_size) {
         return LATCH_ETOOBIG;
     }
-    if (call_queue_reserve(call, API_GRPC_FRAME_HEADER_SIZE + len) != 0) {
-        return LATCH_ENOMEM;
+    int rc = api_grpc_queue_push(&call->q, msg, len);
+    if (rc != 0) {
+        return rc;
     }
-    api_grpc_frame_header(call->out + call->out_len, (uint32_t)len);
-    if (len > 0) {
-        memcpy(call->out + call->out_len + API_GRPC_FRAME_HEADER_SIZE, msg, len);
-    }
-    call->out_len += API_GRPC_FRAME_HEADER_SIZE + len;
     if (call_stream_submit(call) != 0) {
         return LATCH_ENOMEM;
     }

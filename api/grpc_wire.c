@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "latch_assert.h"
@@ -312,4 +313,69 @@ size_t api_grpc_message_decode(const char *in, size_t len, char *out, size_t cap
         out[at] = '\0';
     }
     return need;
+}
+
+size_t api_grpc_queue_bytes(const struct api_grpc_queue *q)
+{
+    return q->len - q->off;
+}
+
+int api_grpc_queue_push(struct api_grpc_queue *q, const uint8_t *msg, size_t len)
+{
+    if (len > UINT32_MAX) {
+        return LATCH_ETOOBIG;
+    }
+    size_t n = API_GRPC_FRAME_HEADER_SIZE + len;
+    if (q->cap - q->len < n) {
+        size_t queued = api_grpc_queue_bytes(q);
+        if (q->off > 0 && q->off >= queued) {
+            memmove(q->buf, q->buf + q->off, queued);
+            q->off = 0;
+            q->len = queued;
+        }
+    }
+    if (q->cap - q->len < n) {
+        size_t ncap = q->cap == 0 ? 4096 : q->cap;
+        while (ncap - q->len < n) {
+            ncap *= 2;
+        }
+        uint8_t *nbuf = realloc(q->buf, ncap);
+        if (nbuf == NULL) {
+            return LATCH_ENOMEM;
+        }
+        q->buf = nbuf;
+        q->cap = ncap;
+    }
+    api_grpc_frame_header(q->buf + q->len, (uint32_t)len);
+    if (len > 0) {
+        memcpy(q->buf + q->len + API_GRPC_FRAME_HEADER_SIZE, msg, len);
+    }
+    q->len += n;
+    return 0;
+}
+
+size_t api_grpc_queue_take(struct api_grpc_queue *q, uint8_t *out, size_t cap)
+{
+    size_t n = api_grpc_queue_bytes(q);
+    n = n < cap ? n : cap;
+    if (n > 0) {
+        memcpy(out, q->buf + q->off, n);
+        q->off += n;
+    }
+    if (q->off == q->len) {
+        q->off = q->len = 0;
+    }
+    return n;
+}
+
+void api_grpc_queue_clear(struct api_grpc_queue *q)
+{
+    q->off = q->len = 0;
+}
+
+void api_grpc_queue_free(struct api_grpc_queue *q)
+{
+    free(q->buf);
+    q->buf = NULL;
+    q->off = q->len = q->cap = 0;
 }

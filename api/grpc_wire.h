@@ -147,4 +147,30 @@ size_t api_grpc_message_encode(const char *msg, char *out, size_t cap);
  */
 size_t api_grpc_message_decode(const char *in, size_t len, char *out, size_t cap);
 
+/*
+ * A queue of framed messages waiting for a stream's data provider (both halves use one per
+ * streaming call). buf[off, len) is queued; cap is the allocation. Zero-initialise it; free
+ * with api_grpc_queue_free. Space is made by compacting when at least half of the buffer is
+ * already taken (so each byte moves O(1) times), by doubling otherwise.
+ */
+struct api_grpc_queue {
+    uint8_t *buf; /* owned */
+    size_t off, len, cap;
+};
+
+/* Appends msg (len bytes; msg may be NULL when len is 0) with its 5-byte prefix. Returns 0,
+ * LATCH_ETOOBIG (len over 4 GiB - 1) or LATCH_ENOMEM (the queue is unchanged). */
+int api_grpc_queue_push(struct api_grpc_queue *q, const uint8_t *msg, size_t len);
+
+/* Moves up to cap queued bytes into out (a data provider's buffer); returns how many. */
+size_t api_grpc_queue_take(struct api_grpc_queue *q, uint8_t *out, size_t cap);
+
+/* Bytes queued and not yet taken. */
+size_t api_grpc_queue_bytes(const struct api_grpc_queue *q);
+
+/* Drops what is queued (keeps the allocation). */
+void api_grpc_queue_clear(struct api_grpc_queue *q);
+
+void api_grpc_queue_free(struct api_grpc_queue *q);
+
 #endif /* API_GRPC_WIRE_H */

@@ -526,6 +526,41 @@ static void test_prefix_check_reads_length_and_refuses_flag_and_oversize(void **
     assert_int_equal(api_grpc_frame_prefix_check(p, 1000, &len), LATCH_EINVAL);
 }
 
+/* The queue frames each message, hands bytes out in any slicing, and reuses its buffer
+ * (compacting instead of growing once half of it has been taken). */
+static void test_queue_frames_and_hands_out_in_any_slicing(void **state)
+{
+    (void)state;
+    struct api_grpc_queue q = {0};
+    assert_int_equal(api_grpc_queue_push(&q, (const uint8_t *)"abc", 3), 0);
+    assert_int_equal(api_grpc_queue_push(&q, NULL, 0), 0);
+    assert_int_equal(api_grpc_queue_bytes(&q), 8 + 5);
+    uint8_t out[16];
+    assert_int_equal(api_grpc_queue_take(&q, out, 2), 2);
+    assert_int_equal(api_grpc_queue_take(&q, out + 2, sizeof(out) - 2), 11);
+    static const uint8_t want[] = {0, 0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 0, 0};
+    assert_memory_equal(out, want, sizeof(want));
+    assert_int_equal(api_grpc_queue_bytes(&q), 0);
+    assert_int_equal(api_grpc_queue_take(&q, out, sizeof(out)), 0);
+
+    /* Fill, take more than half, push again: the allocation stays the same. */
+    uint8_t msg[1000];
+    memset(msg, 7, sizeof(msg));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(api_grpc_queue_push(&q, msg, sizeof(msg)), 0);
+    }
+    size_t cap = q.cap;
+    uint8_t sink[4096];
+    assert_int_equal(api_grpc_queue_take(&q, sink, 3000), 3000);
+    assert_int_equal(api_grpc_queue_push(&q, msg, sizeof(msg)), 0);
+    assert_int_equal(q.cap, cap);
+    assert_int_equal(api_grpc_queue_bytes(&q), 5 * 1005 - 3000);
+    api_grpc_queue_clear(&q);
+    assert_int_equal(api_grpc_queue_bytes(&q), 0);
+    api_grpc_queue_free(&q);
+    assert_null(q.buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -555,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_status_names_cover_all_codes),
         cmocka_unit_test(test_status_name_of_out_of_range_code_is_unknown),
         cmocka_unit_test(test_prefix_check_reads_length_and_refuses_flag_and_oversize),
+        cmocka_unit_test(test_queue_frames_and_hands_out_in_any_slicing),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
