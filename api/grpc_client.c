@@ -1262,9 +1262,6 @@ static void conn_closed(struct api_transport *t)
 {
     struct api_cconn *conn = (struct api_cconn *)t;
     struct api_channel *ch = conn->ch;
-    if (conn->t.session != NULL) {
-        nghttp2_session_del(conn->t.session); /* runs no callbacks */
-    }
     if (conn->prev != NULL) {
         conn->prev->next = conn->next;
     } else {

@@ -1285,9 +1285,6 @@ static void conn_closed(struct api_transport *t)
 {
     struct api_conn *c = (struct api_conn *)t;
     struct api_server *s = c->server;
-    if (c->t.session != NULL) {
-        nghttp2_session_del(c->t.session); /* runs no callbacks */
-    }
     if (c->prev != NULL) {
         c->prev->next = c->next;
     } else {

@@ -33,6 +33,10 @@ static void close_cb(uv_handle_t *h)
         return;
     }
     LATCH_ASSERT(t->writes_pending == 0); /* libuv runs every write callback first */
+    if (t->session != NULL) {
+        nghttp2_session_del(t->session); /* runs no callbacks */
+        t->session = NULL;
+    }
     api_tls_free(t->tls);
     t->tls = NULL;
     free(t->plain);

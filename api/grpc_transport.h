@@ -17,11 +17,12 @@
  *    max_out, nothing more is pulled from nghttp2 (which keeps its frames and, through HTTP/2
  *    flow control, holds the peer back); the write callback resumes.
  *
- * Ownership: the owner embeds struct api_transport (usually first), sets session after
- * api_transport_init_*, and frees itself from ops->closed, which runs once from the handle's
- * close callback after every pending write callback. The transport owns the api_tls (freed
- * before ops->closed). The read buffer is borrowed from the owner and may be shared by every
- * transport of one loop: libuv hands each read to read_cb before the next allocation.
+ * Ownership: the owner embeds struct api_transport (usually first), makes its session with
+ * api_transport_session_new after api_transport_init, and frees itself from ops->closed,
+ * which runs once from the handle's close callback after every pending write callback. The
+ * transport owns the session and the api_tls (both freed before ops->closed; deleting the
+ * session runs no nghttp2 callback). The read buffer is borrowed from the owner and may be shared
+ * by every transport of one loop: libuv hands each read to read_cb before the next allocation.
  *
  * Everything runs on the loop's thread.
  */
@@ -80,7 +81,7 @@ struct api_transport {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } h;
-    nghttp2_session *session; /* the owner's; used between start and close */
+    nghttp2_session *session; /* owned; made by api_transport_session_new */
     struct api_tls *tls;      /* owned; NULL for cleartext */
     const struct api_transport_ops *ops;
     void *owner;                  /* for the owner's callbacks */
@@ -120,8 +121,8 @@ int api_transport_init(struct api_transport *t,
  * Makes t->session on the owner's callbacks cbs (borrowed; user_data is the owner), server or
  * client side, with windows returned by hand (NO_AUTO_WINDOW_UPDATE: the owner calls
  * nghttp2_session_consume_* as it takes data), submits the SETTINGS iv[0..n) and raises the
- * connection's receive window to conn_window. Returns 0 or LATCH_ENOMEM (t->session is NULL
- * unless it was made; the owner deletes it either way).
+ * connection's receive window to conn_window. Returns 0 or LATCH_ENOMEM (the owner closes
+ * t, which deletes a session made before the failure).
  */
 int api_transport_session_new(struct api_transport *t,
                               const nghttp2_session_callbacks *cbs,
