@@ -39,7 +39,8 @@
     X(LATCH_EDUPKEY, -24, "duplicate key given in txn request")                                    \
     X(LATCH_ETOOMANYOPS, -25, "too many operations in txn request")                                \
     X(LATCH_EPROTO, -26, "the peer broke the protocol")                                            \
-    X(LATCH_ETLS, -27, "TLS handshake or certificate failure")
+    X(LATCH_ETLS, -27, "TLS handshake or certificate failure")                                     \
+    X(LATCH_ENOKEY, -28, "key not found")
 
 enum latch_error {
     LATCH_OK = 0,

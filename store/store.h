@@ -630,7 +630,8 @@ struct store_apply_item {
 
 /*
  * The deterministic outcome of one item: the same on every node. err is 0 or what etcd
- * would answer (LATCH_ECOMPACTED, LATCH_EFUTUREREV, LATCH_ENOTFOUND for a missing lease
+ * would answer (LATCH_ECOMPACTED, LATCH_EFUTUREREV, LATCH_ENOKEY for a put with ignore_value
+ * or ignore_lease on a missing key, LATCH_ENOTFOUND for a missing lease
  * or node, LATCH_EEXIST, LATCH_ENOSPACE while the alarm is on, store_txn_validate's error
  * for a txn that fails it, LATCH_EINVAL for bytes that do not decode, ...); a failed
  * command changes nothing.

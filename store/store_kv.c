@@ -498,7 +498,7 @@ static int put_plan(struct store__w *w,
         rc = put_plan_existing(w, q, &d, res, pl);
     } else if (rc == MDB_NOTFOUND) {
         if (q->ignore_value || q->ignore_lease) {
-            return LATCH_ENOTFOUND; /* etcd: "key not found" */
+            return LATCH_ENOKEY; /* etcd: "key not found" */
         }
         rc = tomb_get(w->s, w->txn, q->key, q->key_len, &pl->prev_rev, &pl->prev_sub);
         pl->tomb = rc == 0;

@@ -768,7 +768,8 @@ static int path_walk(struct store__w *w,
     return rc;
 }
 
-/* etcd's checkRequestPut: ignore_* needs the key, a lease must exist (both "not found"). */
+/* etcd's checkRequestPut: ignore_* needs the key (LATCH_ENOKEY, etcd's "key not found"), a
+ * lease must exist (LATCH_ENOTFOUND, etcd's "requested lease not found"). */
 static int check_puts(struct store__w *w, const struct store_op *ops, size_t n)
 {
     struct store__kvrec rec;
@@ -781,6 +782,7 @@ static int check_puts(struct store__w *w, const struct store_op *ops, size_t n)
         }
         if (q->ignore_value || q->ignore_lease) {
             rc = store__kv_get(w->s, w->txn, q->key, q->key_len, &rec);
+            rc = rc == LATCH_ENOTFOUND ? LATCH_ENOKEY : rc;
         }
         if (rc == 0 && q->lease != 0) {
             rc = store__lease_exists(w->s, w->txn, q->lease);

@@ -351,14 +351,14 @@ static void test_put_ignore_flags_on_missing_key_are_not_found_and_write_nothing
     struct fx *f = *state;
     struct store_put_req q = put_req("a", NULL, 0);
     q.ignore_value = true;
-    assert_int_equal(put_opts(f, q, NULL), LATCH_ENOTFOUND);
+    assert_int_equal(put_opts(f, q, NULL), LATCH_ENOKEY);
     q = put_req("a", "v", 0);
     q.ignore_lease = true;
-    assert_int_equal(put_opts(f, q, NULL), LATCH_ENOTFOUND);
+    assert_int_equal(put_opts(f, q, NULL), LATCH_ENOKEY);
     /* Also after a delete: the key is gone, its tomb does not count. */
     assert_int_equal(fx_put(f, "a", "1", 0), 0);
     assert_int_equal(fx_del(f, "a"), 0);
-    assert_int_equal(put_opts(f, q, NULL), LATCH_ENOTFOUND);
+    assert_int_equal(put_opts(f, q, NULL), LATCH_ENOKEY);
     assert_int_equal(fx_rev(f), 3);
     assert_int_equal(fx_get(f, "a", NULL, 0, NULL), LATCH_ENOTFOUND);
 }

@@ -37,13 +37,13 @@
  *
  *  E1  Txn: as etcd 3.4's applierV3backend.Txn, every compare of every nesting level is
  *      evaluated against the state BEFORE the txn writes anything (compareToPath); then puts
- *      on the path taken are checked (lease exists, ignore_value/ignore_lease need an existing
- *      key: LATCH_ENOTFOUND), then ranges on the path taken (revision above the pre-txn
- *      revision: LATCH_EFUTUREREV, below the compaction point: LATCH_ECOMPACTED), all before
- *      any write. Each pass walks the ops in order and enters a nested txn at its position
- *      (etcd's checkRequests), so the first bad op in that order names the error. Then the
- *      ops run in order and reads see the txn's own earlier writes. A range at an explicit
- *      revision r <= pre-txn revision reads the state as of r.
+ *      on the path taken are checked (lease exists: LATCH_ENOTFOUND; ignore_value and
+ *      ignore_lease need an existing key: LATCH_ENOKEY), then ranges on the path taken
+ *      (revision above the pre-txn revision: LATCH_EFUTUREREV, below the compaction point:
+ *      LATCH_ECOMPACTED), all before any write. Each pass walks the ops in order and enters
+ *      a nested txn at its position (etcd's checkRequests), so the first bad op in that order
+ *      names the error. Then the ops run in order and reads see the txn's own earlier writes.
+ *      A range at an explicit revision r <= pre-txn revision reads the state as of r.
  *  E2  NOSPACE (store.h, brief): while the alarm is on, a txn with a put anywhere (either
  *      branch, any depth), a lease grant and a tree create fail with LATCH_ENOSPACE before any
  *      other check except validation; deletes, ranges, revokes, checkpoints, compaction and
@@ -1085,7 +1085,7 @@ static int m_check_path(const struct model *m,
             int k = key_index(p->key, p->key_len);
             assert_true(k >= 0);
             if ((p->ignore_value || p->ignore_lease) && !m->kv[k].live) {
-                err = LATCH_ENOTFOUND;
+                err = LATCH_ENOKEY;
             } else if (p->lease != 0 && m_lease_find(m, p->lease) < 0) {
                 err = LATCH_ENOTFOUND;
             }
