@@ -7,8 +7,8 @@
  *    freed from the last close callback once it is closing, ch->calls_count is 0 and
  *    ch->handles_open is 0; close callbacks are the only place that frees it, so no code
  *    running inside a channel callback ever sees it go.
- *  - struct api_cconn embeds its transport (first) and owns its nghttp2 session; it is freed
- *    from the transport's closed callback. When the transport starts closing, every call on
+ *  - struct api_cconn embeds its transport (first), which owns the nghttp2 session; it is
+ *    freed from the transport's closed callback. When the transport starts closing, every call on
  *    it is detached (nghttp2_session_del runs no callbacks), failing it UNAVAILABLE first.
  *    At most one connection is ch->connecting (an attempt) and at most one ch->active (takes
  *    new streams); others are draining after a GOAWAY.

@@ -4,9 +4,9 @@
  * Ownership and lifetimes:
  *  - struct api_server owns the listeners, the method table and the list of connections; it
  *    is freed once every listener and every connection have reported their close callbacks.
- *  - struct api_conn embeds its transport (grpc_transport.h: socket, TLS, one write per
- *    flush, the output cap) and owns its nghttp2 session; it is freed from the transport's
- *    closed callback. When the transport starts closing, for any reason, every call of the
+ *  - struct api_conn embeds its transport (grpc_transport.h: socket, TLS, the nghttp2
+ *    session, one write per flush, the output cap); it is freed from the transport's closed
+ *    callback. When the transport starts closing, for any reason, every call of the
  *    connection is detached (dead).
  *  - struct api_call is reference counted: one reference belongs to the nghttp2 stream
  *    (dropped in on_stream_close, or when the connection goes away, since
