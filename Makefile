@@ -9,7 +9,7 @@ FUZZ    := build/fuzz
 # Seconds per fuzz target: bounded in make test, long in make fuzz.
 FUZZ_TEST_SECONDS := 20
 FUZZ_SECONDS      ?= 600
-FUZZ_TARGETS      := store_cmd grpc_conn
+FUZZ_TARGETS      := store_cmd grpc_conn peer_batch
 
 .PHONY: all deps debug release run test soak bench format clean fuzz fuzz-build
 
