@@ -10,8 +10,10 @@ FUZZ    := build/fuzz
 FUZZ_TEST_SECONDS := 20
 FUZZ_SECONDS      ?= 600
 FUZZ_TARGETS      := store_cmd grpc_conn peer_batch
+# Where `make run` keeps the three members' data dirs and logs.
+RUN_DIR           ?= /tmp/latch-run
 
-.PHONY: all deps debug release run test soak bench format clean fuzz fuzz-build
+.PHONY: all deps debug release run sim-demo test soak bench format clean fuzz fuzz-build
 
 all: debug
 
@@ -28,13 +30,15 @@ release: deps
 	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATCH_SANITIZE=""
 	cmake --build $(RELEASE) -j $(NPROC)
 
-# Everything under ASan+UBSan, then the threaded store test under ThreadSanitizer (the two
-# sanitizers cannot share a build; store/ is the only module with threads so far).
+# Everything under ASan+UBSan, then the threaded tests under ThreadSanitizer (the two
+# sanitizers cannot share a build): the store's readers and writer, and the node's loop and
+# storage threads.
 test: debug
 	ctest --test-dir $(DEBUG) --output-on-failure -j $(NPROC)
 	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DLATCH_SANITIZE=thread
-	cmake --build $(TSAN) -j $(NPROC) --target test_threads
+	cmake --build $(TSAN) -j $(NPROC) --target test_threads test_node
 	TSAN_OPTIONS=halt_on_error=1 $(TSAN)/test_threads
+	TSAN_OPTIONS=halt_on_error=1 $(TSAN)/test_node
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS)
 
 # libFuzzer (clang, ASan+UBSan) in its own tree. Each target starts from its committed seeds
@@ -53,7 +57,12 @@ fuzz: fuzz-build
 	        $(FUZZ)/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
 	done
 
+# Three latchd members on loopback in the foreground (scripts/run-cluster.sh prints how to
+# reach them); Ctrl-C stops them. The simulator demo of issue 2 is `make sim-demo`.
 run: release
+	bash scripts/run-cluster.sh $(RELEASE)/latchd $(RUN_DIR)
+
+sim-demo: release
 	$(RELEASE)/raft_sim --seed 1 --nodes 5 --steps 20000
 
 soak: release

@@ -40,7 +40,9 @@
     X(LATCH_ETOOMANYOPS, -25, "too many operations in txn request")                                \
     X(LATCH_EPROTO, -26, "the peer broke the protocol")                                            \
     X(LATCH_ETLS, -27, "TLS handshake or certificate failure")                                     \
-    X(LATCH_ENOKEY, -28, "key not found")
+    X(LATCH_ENOKEY, -28, "key not found")                                                          \
+    X(LATCH_ELEADERCHANGED, -29, "leader changed")                                                 \
+    X(LATCH_ETIMEDOUT, -30, "request timed out")
 
 enum latch_error {
     LATCH_OK = 0,

@@ -415,9 +415,13 @@ int etcd_status(int err, const char *why, char *msg, size_t cap)
         text = "not leader";
         break;
     case LATCH_ETRANSFER:
-    case LATCH_ESTATE:
+    case LATCH_ELEADERCHANGED:
         status = API_GRPC_STATUS_UNAVAILABLE;
         text = "leader changed";
+        break;
+    case LATCH_ETIMEDOUT:
+        status = API_GRPC_STATUS_UNAVAILABLE;
+        text = "request timed out";
         break;
     case LATCH_ESHUTDOWN:
         status = API_GRPC_STATUS_UNAVAILABLE;

@@ -354,6 +354,8 @@ static void test_errors_get_etcds_codes_and_texts(void **state)
         {LATCH_ESHUTDOWN, NULL, 14, "etcdserver: server stopped"},
         {LATCH_ENOTLEADER, NULL, 9, "etcdserver: not leader"},
         {LATCH_EUNCOMMITTED, NULL, 8, "etcdserver: too many requests"},
+        {LATCH_ELEADERCHANGED, NULL, 14, "etcdserver: leader changed"},
+        {LATCH_ETIMEDOUT, NULL, 14, "etcdserver: request timed out"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char msg[ETCD_STATUS_MSG_MAX];

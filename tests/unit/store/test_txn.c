@@ -715,7 +715,7 @@ static void test_txn_failing_check_writes_nothing(void **state)
     struct store_op s[] = {fx_op_put("b", "1"), fx_op_put("missing", "")};
     s[1].u.put.ignore_value = true;
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
-    assert_int_equal(run(f, &t, NULL), LATCH_ENOTFOUND);
+    assert_int_equal(run(f, &t, NULL), LATCH_ENOKEY);
     assert_value(f, "b", NULL);
     assert_int_equal(fx_rev(f), 2);
     /* A lease that does not exist, in a nested txn. */
@@ -833,7 +833,7 @@ static void test_txn_ignore_value_put_after_a_delete_from_key_fails_whole_txn(vo
     s[0].u.del.range_end_len = 1;
     s[1].u.put.ignore_value = true;
     struct store_txn_req t = txn(NULL, 0, s, N(s), NULL, 0);
-    assert_int_equal(run(f, &t, NULL), LATCH_ENOTFOUND);
+    assert_int_equal(run(f, &t, NULL), LATCH_ENOKEY);
     assert_value(f, "a", "1");
     assert_value(f, "b", "1");
     assert_int_equal(fx_rev(f), 3);

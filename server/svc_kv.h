@@ -1,0 +1,51 @@
+/*
+ * svc_kv.h — etcd's KV service (/etcdserverpb.KV/Range, Put, DeleteRange, Txn, Compact) on a
+ * node (ETCD-API.md §3, §4.1–§4.4, §4.9).
+ *
+ * Reads: a Range is linearizable by default (srv_node_read_index, then the local store) and
+ * served from the local store at once when serializable. Writes: a request is translated
+ * once, on the member that received it (etcd_codec), checked with store_txn_validate, encoded
+ * as one store_cmd and proposed; the answer goes out after the entry is applied on this
+ * member, built from the deterministic store_result. Txns always go through the log (a
+ * read-only txn too: linearizable like etcd's). Every response carries etcd's header:
+ * cluster id, member id, the store revision (after the write, or current for reads) and
+ * the Raft term.
+ *
+ * Errors are etcd's codes and texts (etcd_status). A request whose encoded command exceeds
+ * max_request_bytes gets InvalidArgument "etcdserver: request is too large" before it is
+ * proposed. Everything runs on the node's loop thread.
+ */
+#ifndef SERVER_SVC_KV_H
+#define SERVER_SVC_KV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "etcd_codec.h"
+#include "grpc_server.h"
+#include "node.h"
+
+struct srv_kv;
+
+struct srv_kv_config {
+    struct srv_node *node; /* borrowed; must outlive the service */
+    uint64_t cluster_id;
+    uint64_t member_id;
+    size_t max_request_bytes; /* 0: 1.5 MiB, etcd's --max-request-bytes */
+};
+
+/*
+ * Registers the five methods on s (borrowed) and sets *out (free with srv_kv_free after the
+ * server has closed). Returns 0, LATCH_ENOMEM or api_server_register_unary's errors; after
+ * an error the server must be closed without serving (methods registered before the failing
+ * one point at the freed service).
+ */
+int srv_kv_register(struct api_server *s, const struct srv_kv_config *cfg, struct srv_kv **out);
+
+/* Frees the service. Calls still waiting on the node hold no pointer to it. NULL is a no-op. */
+void srv_kv_free(struct srv_kv *kv);
+
+/* Fills hdr with the service's cluster and member ids, revision and the node's term. */
+void srv_kv_header(const struct srv_kv *kv, int64_t revision, Etcdserverpb__ResponseHeader *hdr);
+
+#endif /* SERVER_SVC_KV_H */
