@@ -363,6 +363,13 @@ int api_transport_session_new(struct api_transport *t,
         return LATCH_ENOMEM;
     }
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (server) {
+        /* grpc-go servers take any :authority; etcd's clients send the member's client URL
+         * with its scheme ("http://127.0.0.1:2379") when they dial --cluster endpoints,
+         * which nghttp2's HTTP messaging check refuses. gRPC routing needs only :method,
+         * :path and content-type, which the server checks itself. */
+        nghttp2_option_set_no_http_messaging(opt, 1);
+    }
     int rv = server ? nghttp2_session_server_new2(&t->session, cbs, t->owner, opt)
                     : nghttp2_session_client_new2(&t->session, cbs, t->owner, opt);
     nghttp2_option_del(opt);

@@ -35,6 +35,7 @@
 #include "node.h"
 #include "peer.h"
 #include "svc_kv.h"
+#include "svc_maint.h"
 
 extern char **environ;
 
@@ -49,6 +50,8 @@ struct latchd {
     struct api_server *clients;
     struct api_server *peers;
     struct srv_kv *kv;
+    struct srv_maint *maint;
+    struct srv_maint_member *members; /* for MemberList, one per initial member */
     struct srv_metrics *metrics;
     struct srv_metrics_std std;
     struct srv_admin *admin;
@@ -257,6 +260,33 @@ static void on_signal(uv_signal_t *sig, int signum)
     stop(sig->data);
 }
 
+/* Maintenance, Cluster and Auth on the client server: members from --initial-cluster. */
+static int maint_register(struct latchd *d)
+{
+    struct latchd_config *c = &d->cfg;
+    d->members = calloc(c->members_count, sizeof(*d->members));
+    if (d->members == NULL) {
+        return LATCH_ENOMEM;
+    }
+    for (size_t i = 0; i < c->members_count; i++) {
+        struct srv_maint_member *mm = &d->members[i];
+        mm->id = d->ids[i];
+        mm->name = c->members[i].name;
+        mm->peer_urls = (const char *const *)c->members[i].peer_urls;
+        mm->peer_urls_count = c->members[i].peer_urls_count;
+        if (d->ids[i] == d->member_id) {
+            mm->client_urls = (const char *const *)c->advertise_client_urls;
+            mm->client_urls_count = c->advertise_client_urls_count;
+        }
+    }
+    struct srv_maint_config mc = {.node = d->node,
+                                  .cluster_id = d->cluster_id,
+                                  .member_id = d->member_id,
+                                  .members = d->members,
+                                  .members_count = c->members_count};
+    return srv_maint_register(d->clients, &mc, &d->maint);
+}
+
 /* Makes every part and starts listening. Returns 0, or an error after logging it. */
 static int start(struct latchd *d)
 {
@@ -353,6 +383,9 @@ static int start(struct latchd *d)
         rc = srv_kv_register(d->clients, &kc, &d->kv);
     }
     if (rc == 0) {
+        rc = maint_register(d);
+    }
+    if (rc == 0) {
         rc = listen_urls(c->listen_client_urls, c->listen_client_urls_count, d->clients, NULL);
     }
     if (rc != 0) {
@@ -416,6 +449,8 @@ int main(int argc, char **argv)
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     srv_kv_free(d->kv);
+    srv_maint_free(d->maint);
+    free(d->members);
     srv_metrics_free(d->metrics);
     free(d->ids);
     latchd_config_free(&d->cfg);
