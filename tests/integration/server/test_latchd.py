@@ -1,0 +1,670 @@
+#!/usr/bin/python3
+"""latchd against the real etcdctl (Debian's etcd-client, API 3): real processes on loopback.
+
+Usage: test_latchd.py LATCHD
+
+1. One member: etcdctl put/get/del/txn/compaction with the flags an operator uses, the error
+   strings etcdctl prints, serializable reads, the admin HTTP endpoints, and a restart on the
+   same data dir (SIGTERM, exit 0, data intact).
+2. Three members: 200 puts spread over the three client endpoints, every key read through
+   every member; the leader (found in the logs) is killed with SIGKILL while a writer keeps
+   putting; the survivors elect a new leader and hold every acknowledged key; the killed
+   member restarts on its data dir and catches up; SIGTERM stops all three with status 0.
+
+Not tested here: a minority partition (needs network namespaces, issue 7); Watch, Lease,
+Cluster and Maintenance (not implemented yet), TLS listeners. etcdctl 3.4 has no
+--count-only (etcd 3.5 added it): the count is checked in the JSON of a ranged get instead.
+
+Ports are found at run time (bind port 0), data dirs live in a temp dir, each latchd's
+stderr goes to a file that must not contain a sanitizer report, every wait polls a condition
+against a deadline, and only processes this script started are signalled (by PID).
+Prints "ok - ..." / "FAIL - ..." lines; exits 1 if any check failed.
+"""
+
+import base64
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ETCDCTL = "/usr/bin/etcdctl"
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+START_TIMEOUT = 60  # s until /health answers 200 (sanitized debug build, slow CI)
+EXIT_TIMEOUT = 30  # s for a SIGTERMed latchd to exit
+
+failures = []
+
+
+def ok(name):
+    print("ok - " + name, flush=True)
+
+
+def fail(name, detail=""):
+    failures.append(name)
+    print("FAIL - " + name, flush=True)
+    if detail:
+        for line in str(detail).rstrip().splitlines():
+            print("    " + line, flush=True)
+
+
+def check(name, cond, detail=""):
+    if cond:
+        ok(name)
+    else:
+        fail(name, detail)
+    return cond
+
+
+def free_ports(n):
+    """n distinct free loopback TCP ports (all bound at once, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_until(pred, timeout, interval=0.1):
+    """Polls pred() until it returns a true value or timeout seconds pass; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def http_get(url, timeout=5):
+    """(status, body) or (None, error text)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except (OSError, ValueError) as e:
+        return None, str(e)
+
+
+class Result:
+    def __init__(self, cmd, rc, out, err):
+        self.cmd, self.rc, self.out, self.err = cmd, rc, out, err
+
+    def __str__(self):
+        return "$ %s\nexit %s\nstdout: %r\nstderr: %r" % (
+            " ".join(self.cmd), self.rc, self.out, self.err[-2000:])
+
+
+def etcdctl(endpoints, *args, stdin=None, timeout=30, command_timeout=10):
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    cmd = [ETCDCTL, "--endpoints=" + ",".join(endpoints), "--dial-timeout=3s",
+           "--command-timeout=%ds" % command_timeout] + list(args)
+    env = dict(os.environ, ETCDCTL_API="3")
+    try:
+        p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout,
+                           env=env)
+        return Result(cmd, p.returncode, p.stdout, p.stderr)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return Result(cmd, "timeout", out, err)
+
+
+def get_json(endpoint, *args):
+    """(decoded JSON of `get ... -w json`, Result) or (None, Result)."""
+    r = etcdctl(endpoint, "get", *args, "-w", "json")
+    if r.rc != 0:
+        return None, r
+    try:
+        return json.loads(r.out), r
+    except ValueError:
+        return None, r
+
+
+def kvs_of(doc):
+    """{key: value} (decoded strings) from a get JSON document."""
+    out = {}
+    for kv in (doc or {}).get("kvs", []):
+        out[base64.b64decode(kv.get("key", "")).decode()] = \
+            base64.b64decode(kv.get("value", "")).decode()
+    return out
+
+
+class Member:
+    """One latchd process: its ports, data dir, and a log file per start."""
+
+    def __init__(self, latchd, root, name, token):
+        self.latchd, self.root, self.name, self.token = latchd, root, name, token
+        self.client_port, self.peer_port, self.metrics_port = free_ports(3)
+        self.data_dir = os.path.join(root, name)
+        self.proc = None
+        self.logs = []  # one per start, in order
+        self.cluster = None
+        self.id = None  # hex member id, from the log
+
+    @property
+    def endpoint(self):
+        return "127.0.0.1:%d" % self.client_port
+
+    @property
+    def peer_url(self):
+        return "http://127.0.0.1:%d" % self.peer_port
+
+    @property
+    def admin(self):
+        return "http://127.0.0.1:%d" % self.metrics_port
+
+    def args(self):
+        a = [self.latchd,
+             "--data-dir", self.data_dir,
+             "--listen-client-urls", "http://" + self.endpoint,
+             "--advertise-client-urls", "http://" + self.endpoint,
+             "--listen-peer-urls", self.peer_url,
+             "--initial-advertise-peer-urls", self.peer_url,
+             "--listen-metrics-urls", self.admin,
+             "--log-format", "text"]
+        if self.cluster is not None:  # a member of a multi-member cluster
+            a += ["--name", self.name, "--initial-cluster", self.cluster,
+                  "--initial-cluster-token", self.token]
+        return a
+
+    def start(self):
+        log = os.path.join(self.root, "%s.%d.log" % (self.name, len(self.logs)))
+        self.logs.append(log)
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL, stdout=f,
+                                         stderr=subprocess.STDOUT)
+
+    def log_text(self, which=-1):
+        try:
+            with open(self.logs[which], "r", errors="replace") as f:
+                return f.read()
+        except (OSError, IndexError):
+            return ""
+
+    def all_logs(self):
+        return "".join(self.log_text(i) for i in range(len(self.logs)))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self):
+        status, body = http_get(self.admin + "/health", timeout=2)
+        return status == 200
+
+    def wait_healthy(self, timeout=START_TIMEOUT):
+        return wait_until(lambda: (not self.alive()) or self.healthy(), timeout) \
+            and self.alive() and self.healthy()
+
+    def read_id(self):
+        m = re.search(r"latchd: member %s id ([0-9a-f]+)" % re.escape(self.name),
+                      self.log_text(0))
+        self.id = m.group(1) if m else None
+        return self.id
+
+    def terminate(self, timeout=EXIT_TIMEOUT, send=True):
+        """SIGTERM by PID (unless send is false: already sent), bounded wait; returns the exit
+        status (None if it did not exit). One SIGTERM only: latchd stops handling the signal
+        once it is stopping, so a second one would kill it."""
+        if self.proc is None:
+            return None
+        if send and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            try:
+                self.proc.wait(timeout=EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def tail(self, n=30):
+        lines = self.log_text().splitlines()
+        return "%s (%s):\n%s" % (self.name, self.logs[-1] if self.logs else "-",
+                                 "\n".join(lines[-n:]))
+
+
+def sanitizer_check(members, what):
+    bad = []
+    for m in members:
+        for i, log in enumerate(m.logs):
+            text = m.log_text(i)
+            for mark in SANITIZER_MARKS:
+                if mark in text:
+                    idx = text.index(mark)
+                    bad.append("%s: %r\n%s" % (log, mark, text[max(0, idx - 200):idx + 3000]))
+    check("%s: no sanitizer report in any latchd log" % what, not bad, "\n".join(bad))
+
+
+# ---- 1. one member -------------------------------------------------------------------------
+
+def single_member(latchd, root):
+    m = Member(latchd, os.path.join(root, "single"), "default", None)
+    os.makedirs(m.root)
+    ep = m.endpoint
+    try:
+        m.start()
+        if not check("single: latchd starts and /health is 200", m.wait_healthy(),
+                     m.tail()):
+            return
+
+        r = etcdctl(ep, "put", "foo", "bar")
+        check("single: put foo bar -> OK", r.rc == 0 and r.out == "OK\n", r)
+        r = etcdctl(ep, "get", "foo")
+        check("single: get foo -> foo/bar", r.rc == 0 and r.out == "foo\nbar\n", r)
+        doc, r = get_json(ep, "foo")
+        kv = (doc or {}).get("kvs", [{}])[0]
+        check("single: get foo -w json: revision 2, create_revision 2, mod_revision 2, version 1",
+              doc is not None and doc.get("header", {}).get("revision") == 2
+              and kv.get("create_revision") == 2 and kv.get("mod_revision") == 2
+              and kv.get("version") == 1 and kvs_of(doc) == {"foo": "bar"}, r)
+        r = etcdctl(ep, "put", "foo", "baz", "--prev-kv")
+        check("single: put foo baz --prev-kv prints the previous kv",
+              r.rc == 0 and r.out == "OK\nfoo\nbar\n", r)
+        for k, v in (("a", "1"), ("zed", "26")):
+            r = etcdctl(ep, "put", k, v)
+            check("single: put %s %s -> OK" % (k, v), r.rc == 0 and r.out == "OK\n", r)
+        # revisions now: 2 foo=bar, 3 foo=baz, 4 a=1, 5 zed=26
+
+        r = etcdctl(ep, "get", "--prefix", "")
+        check("single: get --prefix \"\" lists every key in order",
+              r.rc == 0 and r.out == "a\n1\nfoo\nbaz\nzed\n26\n", r)
+        r = etcdctl(ep, "get", "--from-key", "b")
+        check("single: get --from-key b", r.rc == 0 and r.out == "foo\nbaz\nzed\n26\n", r)
+        r = etcdctl(ep, "get", "--prefix", "", "--limit", "1")
+        check("single: get --prefix \"\" --limit 1", r.rc == 0 and r.out == "a\n1\n", r)
+        doc, r = get_json(ep, "--prefix", "", "--limit", "1")
+        check("single: get --limit 1 -w json: count 3, more true, one kv",
+              doc is not None and doc.get("count") == 3 and doc.get("more") is True
+              and len(doc.get("kvs", [])) == 1, r)
+        r = etcdctl(ep, "get", "--prefix", "", "--keys-only")
+        check("single: get --prefix \"\" --keys-only",
+              r.rc == 0 and r.out == "a\n\nfoo\n\nzed\n\n", r)
+        doc, r = get_json(ep, "--prefix", "", "--keys-only")
+        check("single: get --keys-only -w json carries no values",
+              doc is not None and len(doc.get("kvs", [])) == 3
+              and all("value" not in kv for kv in doc["kvs"]), r)
+        helptext = etcdctl(ep, "get", "--help").out
+        if "--count-only" in helptext:
+            doc, r = get_json(ep, "--prefix", "", "--count-only")
+            check("single: get --prefix \"\" --count-only -w json: count 3, no kvs",
+                  doc is not None and doc.get("count") == 3 and not doc.get("kvs"), r)
+        else:
+            doc, r = get_json(ep, "--prefix", "")
+            check("single: count 3 in get --prefix \"\" -w json "
+                  "(this etcdctl has no --count-only)",
+                  doc is not None and doc.get("count") == 3, r)
+        r = etcdctl(ep, "get", "foo", "--rev", "2")
+        check("single: get foo --rev 2 -> old value bar", r.rc == 0 and r.out == "foo\nbar\n", r)
+        r = etcdctl(ep, "get", "--prefix", "", "--order", "DESCEND", "--sort-by", "KEY")
+        check("single: get --prefix \"\" --order DESCEND --sort-by KEY",
+              r.rc == 0 and r.out == "zed\n26\nfoo\nbaz\na\n1\n", r)
+
+        r = etcdctl(ep, "del", "foo")
+        check("single: del foo -> 1", r.rc == 0 and r.out == "1\n", r)
+        r = etcdctl(ep, "del", "foo")
+        check("single: del foo again -> 0", r.rc == 0 and r.out == "0\n", r)
+        r = etcdctl(ep, "get", "foo")
+        check("single: get foo after del -> nothing", r.rc == 0 and r.out == "", r)
+
+        txn = 'value("t") = "v1"\n\nput res yes\n\nput res no\n\n'
+        r = etcdctl(ep, "put", "t", "v1")
+        check("single: put t v1", r.rc == 0, r)
+        r = etcdctl(ep, "txn", stdin=txn)
+        check("single: txn with a true compare -> SUCCESS branch",
+              r.rc == 0 and r.out.startswith("SUCCESS\n") and "OK" in r.out, r)
+        r = etcdctl(ep, "get", "res", "--print-value-only")
+        check("single: txn success branch wrote res=yes", r.rc == 0 and r.out == "yes\n", r)
+        r = etcdctl(ep, "put", "t", "v2")
+        check("single: put t v2", r.rc == 0, r)
+        r = etcdctl(ep, "txn", stdin=txn)
+        check("single: txn with a false compare -> FAILURE branch",
+              r.rc == 0 and r.out.startswith("FAILURE\n") and "OK" in r.out, r)
+        r = etcdctl(ep, "get", "res", "--print-value-only")
+        check("single: txn failure branch wrote res=no", r.rc == 0 and r.out == "no\n", r)
+
+        r = etcdctl(ep, "put", "", "v")
+        check("single: put \"\" v fails: etcdserver: key is not provided",
+              r.rc not in (0, "timeout") and "etcdserver: key is not provided" in r.err, r)
+        r = etcdctl(ep, "get", "foo", "--rev", "999")
+        check("single: get foo --rev 999 fails: future revision",
+              r.rc not in (0, "timeout")
+              and "etcdserver: mvcc: required revision is a future revision" in r.err, r)
+        r = etcdctl(ep, "compaction", "3")
+        check("single: compaction 3", r.rc == 0 and "compacted revision 3" in r.out, r)
+        r = etcdctl(ep, "get", "foo", "--rev", "2")
+        check("single: get foo --rev 2 after compaction fails: compacted",
+              r.rc not in (0, "timeout") and "required revision has been compacted" in r.err, r)
+        r = etcdctl(ep, "get", "t", "--consistency", "s")
+        check("single: get t --consistency s -> v2", r.rc == 0 and r.out == "t\nv2\n", r)
+        r = etcdctl(ep, "get", "--prefix", "", "--consistency", "s", "--keys-only")
+        check("single: serializable range read",
+              r.rc == 0 and r.out == "a\n\nres\n\nt\n\nzed\n\n", r)
+
+        status, body = http_get(m.admin + "/health")
+        try:
+            hb = json.loads(body)
+        except ValueError:
+            hb = None
+        check("single: GET /health -> 200 {\"health\":\"true\"}",
+              status == 200 and isinstance(hb, dict) and hb.get("health") == "true",
+              "status %s body %r" % (status, body))
+        status, body = http_get(m.admin + "/version")
+        try:
+            vb = json.loads(body)
+        except ValueError:
+            vb = None
+        check("single: GET /version -> 200 JSON with etcdserver and etcdcluster",
+              status == 200 and isinstance(vb, dict) and "etcdserver" in vb
+              and "etcdcluster" in vb, "status %s body %r" % (status, body))
+        status, body = http_get(m.admin + "/metrics")
+        check("single: GET /metrics -> 200 with latch_raft_term",
+              status == 200 and re.search(r"^latch_raft_term \d+", body, re.M) is not None,
+              "status %s body %r" % (status, body[:500]))
+
+        # Restart on the same data dir.
+        before, r0 = get_json(ep, "--prefix", "")
+        code = m.terminate()
+        check("single: SIGTERM -> exit status 0", code == 0, "exit %s\n%s" % (code, m.tail()))
+        m.start()
+        if not check("single: restarted on the same data dir, /health 200", m.wait_healthy(),
+                     m.tail()):
+            return
+        after, r = get_json(ep, "--prefix", "")
+        check("single: after restart: same revision and key-values",
+              before is not None and after is not None
+              and after.get("header", {}).get("revision")
+              == before.get("header", {}).get("revision")
+              and after.get("kvs") == before.get("kvs"),
+              "before: %s\nafter: %s" % (r0, r))
+        r = etcdctl(ep, "get", "t")
+        check("single: after restart: get t -> v2", r.rc == 0 and r.out == "t\nv2\n", r)
+        r = etcdctl(ep, "get", "foo", "--rev", "2")
+        check("single: after restart: revision 2 is still compacted",
+              r.rc not in (0, "timeout") and "required revision has been compacted" in r.err, r)
+        r = etcdctl(ep, "put", "after", "restart")
+        check("single: after restart: put works", r.rc == 0 and r.out == "OK\n", r)
+        code = m.terminate()
+        check("single: SIGTERM after restart -> exit status 0", code == 0,
+              "exit %s\n%s" % (code, m.tail()))
+    finally:
+        m.kill()
+        sanitizer_check([m], "single")
+
+
+# ---- 2. three members ----------------------------------------------------------------------
+
+LEADER_RE = re.compile(r"latchd: leader is now ([0-9a-f]+) \(term (\d+)\)")
+
+
+def leader_from_logs(members, min_term=0):
+    """(member, term) of the newest leader reported by any running member's current log, with
+    term > min_term, if the member named is running; else (None, 0)."""
+    best = (None, 0)
+    by_id = {m.id: m for m in members}
+    for m in members:
+        if not m.alive():
+            continue
+        for lid, term in LEADER_RE.findall(m.log_text()):
+            term = int(term)
+            if term > min_term and term > best[1] and int(lid, 16) != 0 and lid in by_id:
+                best = (by_id[lid], term)
+    if best[0] is not None and not best[0].alive():
+        return (None, 0)
+    return best
+
+
+class Writer(threading.Thread):
+    """Puts w/<n> = v<n> until stopped, each through one etcdctl given all endpoints (its
+    balancer skips an unreachable one), first endpoint rotating; records acknowledged ones."""
+
+    def __init__(self, endpoints):
+        super().__init__(daemon=True)
+        self.endpoints = endpoints
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.acked = []  # (key, value), in order of acknowledgement
+        self.errors = []  # Results of failed puts
+        self.attempts = 0
+
+    def run(self):
+        n = 0
+        while not self.stop_flag.is_set():
+            key, value = "w/%06d" % n, "v%d" % n
+            k = n % len(self.endpoints)
+            r = etcdctl(self.endpoints[k:] + self.endpoints[:k], "put", key, value, timeout=20,
+                        command_timeout=5)
+            with self.lock:
+                self.attempts += 1
+                if r.rc == 0 and r.out == "OK\n":
+                    self.acked.append((key, value))
+                else:
+                    self.errors.append(r)
+            n += 1
+
+    def acked_count(self):
+        with self.lock:
+            return len(self.acked)
+
+
+def three_members(latchd, root):
+    root = os.path.join(root, "three")
+    os.makedirs(root)
+    members = [Member(latchd, root, "n%d" % i, "latch-itest-%d" % os.getpid())
+               for i in (1, 2, 3)]
+    cluster = ",".join("%s=%s" % (m.name, m.peer_url) for m in members)
+    for m in members:
+        m.cluster = cluster
+    writer = None
+    try:
+        for m in members:
+            m.start()
+        wait_until(lambda: any(not m.alive() for m in members)
+                   or all(m.healthy() for m in members), START_TIMEOUT)
+        all_ok = all(m.alive() and m.healthy() for m in members)
+        if not check("three: all three members healthy (/health 200 on each)", all_ok,
+                     "\n".join(m.tail() for m in members)):
+            return
+        ids = [m.read_id() for m in members]
+        if not check("three: each latchd logs its member id", all(ids) and len(set(ids)) == 3,
+                     "ids %s" % ids):
+            return
+
+        # 200 puts over the three endpoints, then every key through every member.
+        keys = ["k/%03d" % i for i in range(200)]
+
+        def put(i):
+            return etcdctl(members[i % 3].endpoint, "put", keys[i], "val-%d" % i)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+            results = list(pool.map(put, range(200)))
+        bad = [str(r) for r in results if not (r.rc == 0 and r.out == "OK\n")]
+        check("three: 200 puts spread over the three client endpoints all answer OK", not bad,
+              "%d failed; first:\n%s" % (len(bad), "\n".join(bad[:3])))
+
+        def get(args):
+            i, m = args
+            return (i, m, etcdctl(m.endpoint, "get", keys[i]))
+
+        jobs = [(i, m) for m in members for i in range(200)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            gets = list(pool.map(get, jobs))
+        bad = ["%s via %s: %s" % (keys[i], m.name, r) for i, m, r in gets
+               if not (r.rc == 0 and r.out == "%s\nval-%d\n" % (keys[i], i))]
+        check("three: every key readable (linearizable get) through every member", not bad,
+              "%d bad; first:\n%s" % (len(bad), "\n".join(bad[:3])))
+        for m in members:
+            doc, r = get_json(m.endpoint, "--prefix", "k/")
+            want = {keys[i]: "val-%d" % i for i in range(200)}
+            check("three: get --prefix k/ through %s returns all 200 keys" % m.name,
+                  doc is not None and kvs_of(doc) == want and doc.get("count") == 200,
+                  r if doc is None else "got %d keys" % len(kvs_of(doc)))
+
+        # Find the leader.
+        leader, term = wait_until(lambda: leader_from_logs(members)[0] is not None
+                                  and leader_from_logs(members), 20) or (None, 0)
+        if not check("three: the leader is named in the logs", leader is not None,
+                     "\n".join(m.tail() for m in members)):
+            return
+        own = re.search(r"node \d+: leader \d+ -> \d+ \(term %d, leader\)" % term,
+                        leader.log_text())
+        check("three: %s (id %s) reports itself leader in term %d" % (leader.name, leader.id, term),
+              own is not None, leader.tail())
+        survivors = [m for m in members if m is not leader]
+
+        # Kill -9 the leader while a writer keeps putting.
+        writer = Writer([m.endpoint for m in members])
+        writer.start()
+        check("three: writer acknowledged puts before the kill",
+              wait_until(lambda: writer.acked_count() >= 10, 60),
+              "acked %d, errors %s" % (writer.acked_count(), writer.errors[:2]))
+        leader.proc.send_signal(signal.SIGKILL)
+        try:
+            leader.proc.wait(timeout=EXIT_TIMEOUT)
+            killed = True
+        except subprocess.TimeoutExpired:
+            killed = False
+        check("three: SIGKILL the leader %s" % leader.name, killed)
+        acked_at_kill = writer.acked_count()
+
+        # A new leader: a put through a survivor succeeds (bounded), and the writer goes on.
+        put_errors = []
+
+        def put_ok():
+            r = etcdctl(survivors[0].endpoint, "put", "after-kill", "1", timeout=20)
+            if r.rc == 0 and r.out == "OK\n":
+                return True
+            put_errors.append(r)
+            return False
+
+        check("three: the survivors elect a new leader (a put through %s succeeds)"
+              % survivors[0].name, wait_until(put_ok, 60, interval=0.2),
+              "\n".join(m.tail() for m in survivors))
+        for r in put_errors:  # allowed during the election; shown for the record
+            print("#   put through %s during the election: exit %s: %s"
+                  % (survivors[0].name, r.rc, (r.err.strip().splitlines() or [""])[-1]),
+                  flush=True)
+        check("three: the writer gets acknowledgements after the kill",
+              wait_until(lambda: writer.acked_count() >= acked_at_kill + 10, 60),
+              "acked %d at kill, %d now; last errors:\n%s"
+              % (acked_at_kill, writer.acked_count(),
+                 "\n".join(str(e) for e in writer.errors[-2:])))
+        writer.stop_flag.set()
+        writer.join(timeout=60)
+        check("three: writer stopped", not writer.is_alive())
+        with writer.lock:
+            acked = list(writer.acked)
+            nerr = len(writer.errors)
+        print("# writer: %d attempts, %d acknowledged, %d errors (errors allowed during the "
+              "election)" % (writer.attempts, len(acked), nerr), flush=True)
+        seen = set()
+        for e in writer.errors:
+            last = (e.err.strip().splitlines() or ["exit %s" % e.rc])[-1]
+            if last not in seen:
+                seen.add(last)
+                print("#   writer error: %s" % last, flush=True)
+
+        new_leader, new_term = leader_from_logs(survivors, min_term=term)
+        check("three: a survivor reports a new leader in a later term",
+              new_leader is not None and new_leader is not leader and new_term > term,
+              "old %s term %d; new %s term %d\n%s"
+              % (leader.name, term, new_leader and new_leader.name, new_term,
+                 "\n".join(m.tail() for m in survivors)))
+
+        want = dict(acked)
+        for m in survivors:
+            doc, r = get_json(m.endpoint, "--prefix", "w/")
+            got = kvs_of(doc)
+            missing = [k for k, v in acked if got.get(k) != v]
+            check("three: all %d acknowledged keys present through survivor %s"
+                  % (len(acked), m.name), doc is not None and not missing,
+                  r if doc is None else "missing or wrong: %s" % missing[:10])
+
+        # Restart the killed member on its data dir: it catches up.
+        leader.start()
+        last_key, last_value = acked[-1] if acked else ("after-kill", "1")
+
+        def caught_up():
+            if not leader.alive():
+                return True
+            r = etcdctl(leader.endpoint, "get", last_key, "--consistency", "s", timeout=15)
+            return r.rc == 0 and r.out == "%s\n%s\n" % (last_key, last_value)
+
+        caught = wait_until(caught_up, 90, interval=0.3) and leader.alive()
+        check("three: restarted %s catches up (serializable get of the last acknowledged key "
+              "%s)" % (leader.name, last_key), caught, leader.tail())
+        if caught:
+            def all_there():
+                doc, _ = get_json(leader.endpoint, "--prefix", "w/", "--consistency", "s")
+                got = kvs_of(doc)
+                return all(got.get(k) == v for k, v in acked)
+            check("three: restarted %s holds every acknowledged key (serializable)"
+                  % leader.name, wait_until(all_there, 30, interval=0.3))
+            r = etcdctl(leader.endpoint, "get", "k/199")
+            check("three: linearizable get through the restarted member",
+                  r.rc == 0 and r.out == "k/199\nval-199\n", r)
+        check("three: restarted %s healthy" % leader.name,
+              wait_until(leader.healthy, 30), leader.tail())
+
+        # SIGTERM all three.
+        for m in members:
+            if m.alive():
+                m.proc.send_signal(signal.SIGTERM)
+        for m in members:
+            code = m.terminate(send=False)
+            check("three: SIGTERM %s -> exit status 0" % m.name, code == 0,
+                  "exit %s\n%s" % (code, m.tail()))
+    finally:
+        if writer is not None:
+            writer.stop_flag.set()
+            writer.join(timeout=60)
+        for m in members:
+            m.kill()
+        sanitizer_check(members, "three")
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: test_latchd.py LATCHD", file=sys.stderr)
+        return 2
+    latchd = os.path.abspath(sys.argv[1])
+    for exe in (latchd, ETCDCTL):
+        if not os.access(exe, os.X_OK):
+            print("FAIL - %s is not executable" % exe)
+            return 1
+    t0 = time.monotonic()
+    root = tempfile.mkdtemp(prefix="latchd-itest-")
+    try:
+        single_member(latchd, root)
+        three_members(latchd, root)
+    finally:
+        if failures:
+            print("# logs and data kept in %s" % root)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    print("# %d failure(s); %.1f s" % (len(failures), time.monotonic() - t0))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
