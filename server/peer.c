@@ -23,8 +23,9 @@
 #include "latch_error.h"
 #include "latch_log.h"
 
-/* Rate of repeated log lines (drops, refusals), per line kind. */
-#define PEER_LOG_INTERVAL_MS 1000
+/* Rate of repeated log lines (drops, refusals), per line kind: a peer that is down for long
+ * would otherwise fill the log. */
+#define PEER_LOG_INTERVAL_MS 10000
 
 /* ---- codec ---------------------------------------------------------------------------- */
 
