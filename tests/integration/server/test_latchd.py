@@ -382,6 +382,34 @@ def single_member(latchd, root):
               status == 200 and re.search(r"^latch_raft_term \d+", body, re.M) is not None,
               "status %s body %r" % (status, body[:500]))
 
+        # Maintenance and Cluster as etcdctl reads them.
+        r = etcdctl(ep, "endpoint", "status", "-w", "json")
+        try:
+            st = json.loads(r.out)[0]["Status"] if r.rc == 0 else None
+        except (ValueError, KeyError, IndexError):
+            st = None
+        check("single: endpoint status -w json: this member leads, raft index/term/applied set",
+              st is not None and st["leader"] == st["header"]["member_id"]
+              and st["raftIndex"] >= 1 and st["raftTerm"] >= 1
+              and st["raftAppliedIndex"] >= 1 and st["dbSize"] > 0,
+              "rc %s out %r err %r" % (r.rc, r.out, r.err))
+        r = etcdctl(ep, "member", "list", "-w", "json")
+        try:
+            ml = json.loads(r.out)["members"] if r.rc == 0 else None
+        except (ValueError, KeyError):
+            ml = None
+        check("single: member list: one member with its peer and client URLs",
+              ml is not None and len(ml) == 1 and ml[0]["peerURLs"] == [m.peer_url]
+              and ml[0]["clientURLs"] == ["http://" + m.endpoint],
+              "rc %s out %r err %r" % (r.rc, r.out, r.err))
+        r = etcdctl(ep, "endpoint", "health", "--cluster")
+        check("single: endpoint health --cluster (dials the member's client URL)",
+              r.rc == 0 and "is healthy" in (r.out + r.err),
+              "rc %s out %r err %r" % (r.rc, r.out, r.err))
+        r = etcdctl(ep, "auth", "enable")
+        check("single: auth is not there yet: a clear error, non-zero exit", r.rc != 0,
+              "rc %s out %r err %r" % (r.rc, r.out, r.err))
+
         # Restart on the same data dir.
         before, r0 = get_json(ep, "--prefix", "")
         code = m.terminate()
