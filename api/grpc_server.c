@@ -1229,6 +1229,24 @@ static int on_header(nghttp2_session *session,
     return 0;
 }
 
+/*
+ * A response ended (END_STREAM sent) while the client is still sending its request: an answer
+ * decided early (not gRPC, unknown method, headers too large) or a handler that answered
+ * before the client half-closed. RFC 9113 §8.1: the server then sends RST_STREAM(NO_ERROR) so
+ * the client stops sending; without it a client such as curl waits for the stream to end.
+ */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)user_data;
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 &&
+        nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0) {
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
 static int
 on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
 {
@@ -1340,6 +1358,7 @@ static int conn_session_init(struct api_conn *c)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, API_SERVER_INITIAL_WINDOW_SIZE},

@@ -904,8 +904,12 @@ static void ready_finish(struct srv_node *n)
     complete_applied(n);
     raft_advance(n->raft, rd);
     n->in_ready = false;
+    size_t applied_items = n->work.items_count;
     n->work.items_count = 0;
     store_log_release(n->store);
+    if (applied_items > 0 && n->cfg.applied != NULL && n->state == NODE_RUNNING) {
+        n->cfg.applied(n->cfg.data, n->work.results[applied_items - 1].revision);
+    }
 }
 
 static void post_work(struct srv_node *n)
@@ -1269,6 +1273,11 @@ static int raft_start(struct srv_node *n)
     }
     struct raft_status st;
     raft_status(n->raft, &st);
+    if (st.conf.voters_count == 1 && st.conf.voters[0] == n->cfg.id) {
+        /* The only voter needs no election timeout to know it wins: campaign now, as etcd
+         * does for a one-member cluster, so it serves writes at once after a start. */
+        raft_campaign(n->raft);
+    }
     latch_log(LATCH_LOG_INFO,
               "node %llu: started in %s: term %llu, commit %llu, applied %llu, log [%llu, %llu], "
               "%u voters, revision %lld",

@@ -111,6 +111,16 @@ typedef void (*srv_node_propose_cb)(void *data, int err, const struct store_resu
  * was committed when the read was asked for; read through srv_node_reader() now. */
 typedef void (*srv_node_read_cb)(void *data, int err);
 
+/*
+ * An apply batch has completed: revision is the store revision after it (never lower than
+ * the one reported before; equal when the batch changed no key). Runs on the loop thread
+ * once per batch that applied at least one entry, after the batch's proposals and the reads
+ * it allows were completed, and only while the node runs (not once srv_node_close() was
+ * called). For watchers (server/watch.h): read what changed through srv_node_reader(). Must
+ * not call srv_node_close().
+ */
+typedef void (*srv_node_applied_fn)(void *data, int64_t revision);
+
 /* srv_node_close() has finished; the node is freed. */
 typedef void (*srv_node_close_cb)(void *data);
 
@@ -137,9 +147,10 @@ struct srv_node_config {
     uint32_t read_timeout_ms;         /* 0: 2 x election_ms */
     bool disable_proposal_forwarding; /* followers refuse proposals (LATCH_ENOLEADER) */
 
-    void *data;                /* passed back to send and leader_changed */
-    srv_node_send_fn send;     /* required */
-    srv_node_leader_fn leader; /* may be NULL */
+    void *data;                  /* passed back to send, leader and applied */
+    srv_node_send_fn send;       /* required */
+    srv_node_leader_fn leader;   /* may be NULL */
+    srv_node_applied_fn applied; /* may be NULL */
 };
 
 /* Fills cfg with defaults (store_options_defaults, zero timeouts meaning the defaults,

@@ -13,8 +13,10 @@
  * the process exits 0 once every handle is closed. Exit codes: 0, 1 (could not start),
  * 2 (bad configuration).
  *
- * Not yet (issue 5): the Watch, Lease, Cluster and Maintenance services, TLS listeners,
- * leadership transfer before exit, joining an existing cluster.
+ * Services: KV, Watch, Lease (keep-alives served by the leader only), Maintenance Status,
+ * Alarm list and Defragment, Cluster MemberList, Auth Authenticate ("not enabled").
+ * Not yet (issue 5): TLS listeners, membership changes, snapshots and log compaction,
+ * leadership transfer before exit, joining an existing cluster, lease forwarding.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -31,11 +33,15 @@
 #include "grpc_server.h"
 #include "latch_error.h"
 #include "latch_log.h"
+#include "lease.h"
 #include "metrics.h"
 #include "node.h"
 #include "peer.h"
 #include "svc_kv.h"
+#include "svc_lease.h"
 #include "svc_maint.h"
+#include "svc_watch.h"
+#include "watch.h"
 
 extern char **environ;
 
@@ -50,7 +56,11 @@ struct latchd {
     struct api_server *clients;
     struct api_server *peers;
     struct srv_kv *kv;
+    struct srv_lease_keeper *leases; /* stopped before the node closes */
+    struct srv_lease *lease_svc;
     struct srv_maint *maint;
+    struct srv_watch_hub *watch; /* NULL once closed */
+    struct srv_watch_svc *watch_svc;
     struct srv_maint_member *members; /* for MemberList, one per initial member */
     struct srv_metrics *metrics;
     struct srv_metrics_std std;
@@ -107,6 +117,14 @@ static void node_leader(void *data, raft_id leader, raft_term term)
     }
 }
 
+static void node_applied(void *data, int64_t revision)
+{
+    struct latchd *d = data;
+    if (d->watch != NULL) {
+        srv_watch_hub_applied(d->watch, revision);
+    }
+}
+
 static void peer_deliver(void *data, const struct raft_msg *m)
 {
     struct latchd *d = data;
@@ -158,6 +176,10 @@ static void metrics_hook(void *data)
     srv_gauge_set(d->std.raft_commit_index, (int64_t)st.commit);
     srv_gauge_set(d->std.raft_applied_index, (int64_t)st.applied);
     srv_gauge_set(d->std.raft_has_leader, st.leader != RAFT_NONE);
+    struct store_space sp;
+    if (store_space(srv_node_reader(d->node), &sp) == 0) {
+        srv_gauge_set(d->std.db_size_bytes, (int64_t)(sp.file_bytes + sp.raft_file_bytes));
+    }
 }
 
 /* ---- start and stop ------------------------------------------------------------------- */
@@ -202,6 +224,12 @@ static void peer_closed(void *data)
     }
 }
 
+static void watch_closed(void *data)
+{
+    struct latchd *d = data;
+    d->watch = NULL;
+}
+
 static void admin_closed(void *data)
 {
     struct latchd *d = data;
@@ -223,6 +251,10 @@ static void clients_closed(struct api_server *s)
     (void)s;
     struct latchd *d = &g_latchd;
     d->clients = NULL;
+    srv_lease_keeper_stop(d->leases); /* before the node closes: lease.h */
+    if (d->watch != NULL) {
+        srv_watch_hub_close(d->watch, watch_closed, d); /* touches the node no more */
+    }
     if (d->admin != NULL) {
         srv_admin_close(d->admin, d, admin_closed);
     }
@@ -336,10 +368,17 @@ static int start(struct latchd *d)
     nc.data = d;
     nc.send = node_send;
     nc.leader = node_leader;
+    nc.applied = node_applied;
     char err[256];
     rc = srv_node_new(&d->loop, &nc, &d->node, err, sizeof(err));
     if (rc != 0) {
         latch_log(LATCH_LOG_ERROR, "latchd: %s", err);
+        return rc;
+    }
+    struct srv_watch_hub_config wc = {
+        .node = d->node, .cluster_id = d->cluster_id, .member_id = d->member_id};
+    rc = srv_watch_hub_new(&d->loop, &wc, &d->watch);
+    if (rc != 0) {
         return rc;
     }
 
@@ -381,6 +420,23 @@ static int start(struct latchd *d)
                                    .member_id = d->member_id,
                                    .max_request_bytes = c->max_request_bytes};
         rc = srv_kv_register(d->clients, &kc, &d->kv);
+    }
+    if (rc == 0) {
+        struct srv_lease_config lc = {.node = d->node, .promote_extend_ms = nc.election_ms};
+        rc = srv_lease_keeper_new(&d->loop, &lc, &d->leases);
+    }
+    if (rc == 0) {
+        /* etcd's minimum TTL: 1.5 election timeouts, rounded up to seconds (2 s by default). */
+        struct srv_lease_svc_config lsc = {.node = d->node,
+                                           .keeper = d->leases,
+                                           .cluster_id = d->cluster_id,
+                                           .member_id = d->member_id,
+                                           .min_ttl = (3 * (int64_t)nc.election_ms + 1999) / 2000};
+        rc = srv_lease_register(d->clients, &lsc, &d->lease_svc);
+    }
+    if (rc == 0) {
+        struct srv_watch_svc_config wsc = {.node = d->node, .hub = d->watch};
+        rc = srv_watch_svc_register(d->clients, &wsc, &d->watch_svc);
     }
     if (rc == 0) {
         rc = maint_register(d);
@@ -449,6 +505,9 @@ int main(int argc, char **argv)
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     srv_kv_free(d->kv);
+    srv_lease_free(d->lease_svc);
+    srv_lease_keeper_free(d->leases);
+    srv_watch_svc_free(d->watch_svc);
     srv_maint_free(d->maint);
     free(d->members);
     srv_metrics_free(d->metrics);

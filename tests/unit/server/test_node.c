@@ -56,6 +56,9 @@ struct tnode {
     char dir[64];
     struct srv_node *node; /* NULL while closed */
     unsigned leader_changes;
+    unsigned applied_calls; /* the applied hook's calls ... */
+    int64_t applied_rev;    /* ... and the last revision it reported */
+    bool applied_decreased; /* a report below the one before */
 };
 
 struct tmsg {
@@ -161,6 +164,16 @@ static void leader_cb(void *data, raft_id leader, raft_term term)
     tn->leader_changes++;
 }
 
+static void applied_cb(void *data, int64_t revision)
+{
+    struct tnode *tn = data;
+    if (revision < tn->applied_rev) {
+        tn->applied_decreased = true;
+    }
+    tn->applied_rev = revision;
+    tn->applied_calls++;
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -187,6 +200,7 @@ static void node_open(struct tnet *net, raft_id id)
     cfg.data = tn;
     cfg.send = send_cb;
     cfg.leader = leader_cb;
+    cfg.applied = applied_cb;
     int rv = srv_node_new(&net->loop, &cfg, &tn->node, err, sizeof(err));
     if (rv != 0) {
         fail_msg("srv_node_new(%llu): %s: %s", (unsigned long long)id, latch_error_name(rv), err);
@@ -900,6 +914,30 @@ static void test_isolated_leader_loses_its_proposal_and_catches_up_after_heal(vo
     assert_int_equal(rev3, rev2 + 1);
 }
 
+/* The applied hook runs after each apply batch, once its proposals were completed, with
+ * the store revision after it: never decreasing, and equal to each put's revision by the time
+ * the put is acknowledged. */
+static void test_applied_hook_reports_increasing_revisions(void **state)
+{
+    struct tnet *net = net_new(1);
+    *state = net;
+    node_open(net, 1);
+    wait_leader(net);
+    struct tnode *tn = &net->nodes[1];
+    int64_t prev = revision_of(net, 1);
+    for (int i = 0; i < 5; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        unsigned calls = tn->applied_calls;
+        int64_t rev = put_ok(net, 1, key, "v");
+        assert_int_equal(rev, prev + 1);
+        assert_true(tn->applied_calls > calls);
+        assert_int_equal(tn->applied_rev, rev);
+        prev = rev;
+    }
+    assert_false(tn->applied_decreased);
+}
+
 static void test_pending_proposal_times_out_without_quorum(void **state)
 {
     struct tnet *net = net_new(3);
@@ -939,6 +977,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_isolated_leader_loses_its_proposal_and_catches_up_after_heal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_proposal_times_out_without_quorum, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_applied_hook_reports_increasing_revisions, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
