@@ -8,6 +8,14 @@
  * the same --initial-cluster and --initial-cluster-token: a member's id hashes the token and
  * its peer URLs, the cluster id hashes the sorted member ids (FNV-1a 64; never 0).
  *
+ * TLS: https:// client URLs listen with a server context from --cert-file/--key-file (client
+ * certificates required and verified against --trusted-ca-file with --client-cert-auth);
+ * https:// peer URLs likewise with the --peer-* flags, and the peer transport dials https
+ * peers with a client context (CA --peer-trusted-ca-file, client certificate
+ * --peer-cert-file/--peer-key-file, no host name check: one context serves every peer, so
+ * the peer CA is what identifies members). SIGHUP reloads every context from its files (new
+ * connections only). The admin listener is plain HTTP: https metrics URLs are refused.
+ *
  * Shutdown (SIGTERM, SIGINT): the client listener drains (GOAWAY, calls in flight finish, at
  * most 2 s), then the admin listener, the peer listener and transport and the node close;
  * the process exits 0 once every handle is closed. Exit codes: 0, 1 (could not start),
@@ -15,8 +23,8 @@
  *
  * Services: KV, Watch, Lease (keep-alives served by the leader only), Maintenance Status,
  * Alarm list and Defragment, Cluster MemberList, Auth Authenticate ("not enabled").
- * Not yet (issue 5): TLS listeners, membership changes, snapshots and log compaction,
- * leadership transfer before exit, joining an existing cluster, lease forwarding.
+ * Not yet (issue 5): TLS on the admin listener, membership changes, snapshots and log
+ * compaction, leadership transfer before exit, joining an existing cluster, lease forwarding.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -31,6 +39,7 @@
 #include "admin.h"
 #include "config.h"
 #include "grpc_server.h"
+#include "grpc_tls.h"
 #include "latch_error.h"
 #include "latch_log.h"
 #include "lease.h"
@@ -65,7 +74,11 @@ struct latchd {
     struct srv_metrics *metrics;
     struct srv_metrics_std std;
     struct srv_admin *admin;
-    uv_signal_t sigterm, sigint;
+    /* TLS contexts, NULL when unused; freed after the loop (connections hold references). */
+    struct api_tls_ctx *client_tls; /* server side, https client URLs */
+    struct api_tls_ctx *peer_tls;   /* server side, https peer URLs */
+    struct api_tls_ctx *dial_tls;   /* client side, the transport's https peer URLs */
+    uv_signal_t sigterm, sigint, sighup;
     bool stopping;
     raft_id leader;
 };
@@ -184,22 +197,32 @@ static void metrics_hook(void *data)
 
 /* ---- start and stop ------------------------------------------------------------------- */
 
-/* Listens on every URL of urls with s (gRPC) or a (admin). Returns 0 or an error. */
-static int listen_urls(char **urls, size_t n, struct api_server *s, struct srv_admin *a)
+/* Listens on every URL of urls with s (gRPC; https URLs with tls) or a (admin, plain HTTP
+ * only). Returns 0 or an error. */
+static int listen_urls(
+    char **urls, size_t n, struct api_server *s, struct api_tls_ctx *tls, struct srv_admin *a)
 {
     for (size_t i = 0; i < n; i++) {
         struct latchd_url u;
         if (latchd_url_parse(urls[i], &u) != 0) {
             return LATCH_EINVAL;
         }
-        if (u.tls) {
-            latch_log(LATCH_LOG_ERROR, "latchd: %s: TLS listeners are not implemented yet",
+        if (u.tls && s == NULL) {
+            latch_log(LATCH_LOG_ERROR,
+                      "latchd: --listen-metrics-urls %s: the admin listener serves plain HTTP "
+                      "only; use http://",
                       urls[i]);
             return LATCH_EINVAL;
         }
         const char *host = strcmp(u.host, "localhost") == 0 ? "127.0.0.1" : u.host;
-        int rc = s != NULL ? api_server_listen(s, host, u.port, NULL)
-                           : srv_admin_listen(a, host, u.port, NULL);
+        int rc;
+        if (s == NULL) {
+            rc = srv_admin_listen(a, host, u.port, NULL);
+        } else if (u.tls) {
+            rc = api_server_listen_tls(s, host, u.port, tls, NULL);
+        } else {
+            rc = api_server_listen(s, host, u.port, NULL);
+        }
         if (rc != 0) {
             latch_log(LATCH_LOG_ERROR, "latchd: cannot listen on %s: %s", urls[i],
                       latch_strerror(rc));
@@ -278,6 +301,7 @@ static void stop(struct latchd *d)
     if (uv_is_active((uv_handle_t *)&d->sigterm)) {
         uv_close((uv_handle_t *)&d->sigterm, NULL);
         uv_close((uv_handle_t *)&d->sigint, NULL);
+        uv_close((uv_handle_t *)&d->sighup, NULL);
     }
     if (d->clients != NULL) {
         api_server_shutdown(d->clients, 2000, clients_closed);
@@ -319,6 +343,101 @@ static int maint_register(struct latchd *d)
     return srv_maint_register(d->clients, &mc, &d->maint);
 }
 
+/* ---- TLS ----------------------------------------------------------------------------- */
+
+static bool any_tls(char **urls, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct latchd_url u;
+        if (latchd_url_parse(urls[i], &u) == 0 && u.tls) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* "" (an unset flag) as NULL. */
+static const char *opt_path(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+/* Makes one TLS context (what names it in logs). Returns 0, or an error after logging it. */
+static int tls_new(const char *what,
+                   bool server,
+                   const char *cert,
+                   const char *key,
+                   const char *ca,
+                   bool verify_peer,
+                   struct api_tls_ctx **out)
+{
+    struct api_tls_config tc = {.cert_file = opt_path(cert),
+                                .key_file = opt_path(key),
+                                .ca_file = opt_path(ca),
+                                .verify_peer = verify_peer};
+    char err[API_TLS_ERR_MAX];
+    int rc = api_tls_ctx_new(&tc, server, out, err, sizeof(err));
+    if (rc != 0) {
+        latch_log(LATCH_LOG_ERROR, "latchd: %s TLS: %s", what, err);
+    }
+    return rc;
+}
+
+/* Makes the contexts the configuration's URLs need. Returns 0, or an error after logging it. */
+static int tls_start(struct latchd *d)
+{
+    struct latchd_config *c = &d->cfg;
+    int rc = 0;
+    /* Listeners: the CA file only verifies client certificates, so only with cert auth. */
+    if (any_tls(c->listen_client_urls, c->listen_client_urls_count)) {
+        rc = tls_new("client", true, c->cert_file, c->key_file,
+                     c->client_cert_auth ? c->trusted_ca_file : NULL, c->client_cert_auth,
+                     &d->client_tls);
+    }
+    if (rc == 0 && any_tls(c->listen_peer_urls, c->listen_peer_urls_count)) {
+        rc = tls_new("peer", true, c->peer_cert_file, c->peer_key_file,
+                     c->peer_client_cert_auth ? c->peer_trusted_ca_file : NULL,
+                     c->peer_client_cert_auth, &d->peer_tls);
+    }
+    bool dial = false;
+    for (size_t i = 0; i < c->members_count; i++) {
+        dial = dial || any_tls(c->members[i].peer_urls, c->members[i].peer_urls_count);
+    }
+    if (rc == 0 && dial) {
+        /* No server_name: one context dials every peer, so no single host name fits; the
+         * chain must verify against --peer-trusted-ca-file (docs/operations.md, TLS). */
+        rc = tls_new("peer dial", false, c->peer_cert_file, c->peer_key_file,
+                     c->peer_trusted_ca_file, false, &d->dial_tls);
+    }
+    return rc;
+}
+
+static void tls_reload_one(const char *what, struct api_tls_ctx *ctx)
+{
+    if (ctx == NULL) {
+        return;
+    }
+    char err[API_TLS_ERR_MAX];
+    if (api_tls_ctx_reload(ctx, err, sizeof(err)) == 0) {
+        latch_log(LATCH_LOG_INFO, "latchd: %s TLS reloaded", what);
+    } else {
+        latch_log(LATCH_LOG_ERROR, "latchd: %s TLS reload failed, keeping the old material: %s",
+                  what, err);
+    }
+}
+
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+    (void)signum;
+    struct latchd *d = sig->data;
+    if (d->client_tls == NULL && d->peer_tls == NULL && d->dial_tls == NULL) {
+        latch_log(LATCH_LOG_INFO, "latchd: SIGHUP: no TLS to reload");
+    }
+    tls_reload_one("client", d->client_tls);
+    tls_reload_one("peer", d->peer_tls);
+    tls_reload_one("peer dial", d->dial_tls);
+}
+
 /* Makes every part and starts listening. Returns 0, or an error after logging it. */
 static int start(struct latchd *d)
 {
@@ -345,7 +464,11 @@ static int start(struct latchd *d)
     latch_log(LATCH_LOG_INFO, "latchd: member %s id %016llx, cluster %016llx, data dir %s", c->name,
               (unsigned long long)d->member_id, (unsigned long long)d->cluster_id, c->data_dir);
 
-    int rc = srv_metrics_new(&d->metrics);
+    int rc = tls_start(d);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = srv_metrics_new(&d->metrics);
     if (rc == 0) {
         rc = srv_metrics_std_register(d->metrics, &d->std);
     }
@@ -387,7 +510,8 @@ static int start(struct latchd *d)
                                  .deliver = peer_deliver,
                                  .unreachable = peer_unreachable,
                                  .snapshot_status = peer_snapshot_status,
-                                 .data = d};
+                                 .data = d,
+                                 .tls = d->dial_tls};
     rc = srv_peer_new(&d->loop, &pc, &d->peer);
     for (size_t i = 0; rc == 0 && i < c->members_count; i++) {
         if (d->ids[i] != d->member_id) {
@@ -406,7 +530,8 @@ static int start(struct latchd *d)
         rc = srv_peer_register(d->peer, d->peers);
     }
     if (rc == 0) {
-        rc = listen_urls(c->listen_peer_urls, c->listen_peer_urls_count, d->peers, NULL);
+        rc = listen_urls(c->listen_peer_urls, c->listen_peer_urls_count, d->peers, d->peer_tls,
+                         NULL);
     }
     if (rc != 0) {
         return rc;
@@ -442,7 +567,8 @@ static int start(struct latchd *d)
         rc = maint_register(d);
     }
     if (rc == 0) {
-        rc = listen_urls(c->listen_client_urls, c->listen_client_urls_count, d->clients, NULL);
+        rc = listen_urls(c->listen_client_urls, c->listen_client_urls_count, d->clients,
+                         d->client_tls, NULL);
     }
     if (rc != 0) {
         return rc;
@@ -452,7 +578,8 @@ static int start(struct latchd *d)
         struct srv_admin_config ac = {.metrics = d->metrics, .health = health, .health_data = d};
         rc = srv_admin_new(&d->loop, &ac, &d->admin);
         if (rc == 0) {
-            rc = listen_urls(c->listen_metrics_urls, c->listen_metrics_urls_count, NULL, d->admin);
+            rc = listen_urls(c->listen_metrics_urls, c->listen_metrics_urls_count, NULL, NULL,
+                             d->admin);
         }
         if (rc != 0) {
             return rc;
@@ -496,9 +623,11 @@ int main(int argc, char **argv)
     }
     uv_signal_init(&d->loop, &d->sigterm);
     uv_signal_init(&d->loop, &d->sigint);
-    d->sigterm.data = d->sigint.data = d;
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sigterm.data = d->sigint.data = d->sighup.data = d;
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     int rc = start(d);
     if (rc != 0) {
         stop(d);
@@ -511,6 +640,9 @@ int main(int argc, char **argv)
     srv_maint_free(d->maint);
     free(d->members);
     srv_metrics_free(d->metrics);
+    api_tls_ctx_free(d->client_tls);
+    api_tls_ctx_free(d->peer_tls);
+    api_tls_ctx_free(d->dial_tls);
     free(d->ids);
     latchd_config_free(&d->cfg);
     int closed = uv_loop_close(&d->loop);
