@@ -26,6 +26,8 @@ PACKAGES=(
     python3-hpack
     etcd-client
     nghttp2-client
+    golang-go
+    python3-etcd3
 )
 
 missing=()

@@ -499,21 +499,27 @@ void srv_lease_keeper_free(struct srv_lease_keeper *k)
  * (*out set), LATCH_ENOTFOUND, LATCH_ENOMEM or a store error. */
 static int lookup(struct srv_lease_keeper *k, int64_t id, struct lk_entry **out)
 {
-    struct lk_entry *e = lk_find(k, id);
-    if (e != NULL) {
-        *out = e;
-        return 0;
-    }
     if (id <= 0) {
         return LATCH_ENOTFOUND;
     }
+    /* The store decides whether the lease exists: a revoke proposed through another member
+     * reaches this tracker only at the next re-sync, and renewing a lease the store no
+     * longer has would answer a keep-alive with a TTL for a dead lease. */
     struct latch_arena a;
     latch_arena_init(&a, 0);
     struct store_lease l;
     int rc = store_lease_get(srv_node_reader(k->node), id, false, &a, &l, NULL, NULL);
     latch_arena_close(&a);
+    struct lk_entry *e = lk_find(k, id);
+    if (rc == LATCH_ENOTFOUND && e != NULL) {
+        lk_delete(k, e); /* revoked or expired through another member */
+    }
     if (rc != 0) {
         return rc;
+    }
+    if (e != NULL) {
+        *out = e;
+        return 0;
     }
     e = lk_insert(k, id);
     if (e == NULL) {

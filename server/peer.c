@@ -23,6 +23,9 @@
 #include "latch_error.h"
 #include "latch_log.h"
 
+/* How often a connected peer without a Send call gets one (see ensure_cb). */
+#define SRV_PEER_ENSURE_MS 1000
+
 /* Rate of repeated log lines (drops, refusals), per line kind: a peer that is down for long
  * would otherwise fill the log. */
 #define PEER_LOG_INTERVAL_MS 10000
@@ -339,6 +342,7 @@ struct peer {
     struct srv_peer_stats stats;
     struct latch_log_limit drop_log;
     struct latch_log_limit call_log;
+    char *client_urls; /* owned; what the peer advertised on its last Send call, or NULL */
 };
 
 /* An incoming Send call this transport serves (api_call context). */
@@ -355,9 +359,10 @@ struct srv_peer {
     struct peer *dying;  /* removed, channel still closing */
     struct incoming *in; /* Send calls being served */
     uv_timer_t report_timer;
+    uv_timer_t ensure_timer; /* starts the Send call of a connected peer that has none */
+    int timers_open;
     bool report_armed;
     bool closing;
-    bool timer_closed;
     srv_peer_close_cb done_cb;
     void *done_data;
     struct latch_log_limit unknown_log;      /* messages to peers not added */
@@ -481,7 +486,17 @@ static bool peer_start_call(struct peer *pe)
         .on_writable = call_on_writable,
         .on_done = call_on_done,
     };
-    int rc = api_ccall_start(pe->ch, SRV_PEER_SEND_PATH, NULL, &cbs, pe, &pe->call);
+    /* Who is calling and where its clients connect: the receiver keeps the URLs for
+     * MemberList (etcd publishes them through Raft; latch passes them along with the stream). */
+    char id[24];
+    snprintf(id, sizeof(id), "%llx", (unsigned long long)pe->p->cfg.id);
+    struct api_metadata md[2] = {{SRV_PEER_MD_MEMBER_ID, id}, {SRV_PEER_MD_CLIENT_URLS, ""}};
+    struct api_call_opts opts = {.metadata = md, .metadata_count = 1};
+    if (pe->p->cfg.client_urls != NULL && pe->p->cfg.client_urls[0] != '\0') {
+        md[1].value = pe->p->cfg.client_urls;
+        opts.metadata_count = 2;
+    }
+    int rc = api_ccall_start(pe->ch, SRV_PEER_SEND_PATH, &opts, &cbs, pe, &pe->call);
     if (rc != 0) {
         pe->call = NULL;
         return false;
@@ -726,6 +741,7 @@ static void peer_channel_closed(struct api_channel *ch, void *data)
         pp = &(*pp)->next;
     }
     *pp = pe->next;
+    free(pe->client_urls);
     free(pe);
     peer_check_done(p);
 }
@@ -778,6 +794,21 @@ peer_make(struct srv_peer *p, raft_id id, const char *const *urls, size_t n, str
     }
     *out = pe;
     return 0;
+}
+
+/*
+ * Every SRV_PEER_ENSURE_MS: a connected peer without a Send call gets one. Calls are
+ * otherwise started by the next message, and a follower may never send to another follower;
+ * the call's metadata is how a peer learns this member's client URLs (MemberList).
+ */
+static void ensure_cb(uv_timer_t *t)
+{
+    struct srv_peer *p = t->data;
+    for (struct peer *pe = p->peers; pe != NULL && !p->closing; pe = pe->next) {
+        if (pe->call == NULL && !pe->removed && api_channel_state(pe->ch) == API_CHANNEL_READY) {
+            peer_start_call(pe);
+        }
+    }
 }
 
 int srv_peer_add(struct srv_peer *p, raft_id id, const char *const *urls, size_t n)
@@ -866,6 +897,33 @@ static void recv_cancel(struct api_call *call, void *data)
     incoming_fail(data, API_GRPC_STATUS_CANCELLED, NULL); /* dead: only frees it */
 }
 
+/* Keeps the client URLs a calling peer advertised (metadata of its Send call). */
+static void recv_note_client_urls(struct srv_peer *p, struct api_call *call)
+{
+    const char *id = api_call_metadata(call, SRV_PEER_MD_MEMBER_ID);
+    const char *urls = api_call_metadata(call, SRV_PEER_MD_CLIENT_URLS);
+    if (id == NULL || urls == NULL) {
+        return;
+    }
+    char *end;
+    unsigned long long v = strtoull(id, &end, 16);
+    struct peer *pe = *end == '\0' ? peer_find(p, (raft_id)v) : NULL;
+    if (pe == NULL || (pe->client_urls != NULL && strcmp(pe->client_urls, urls) == 0)) {
+        return;
+    }
+    char *copy = strdup(urls);
+    if (copy != NULL) {
+        free(pe->client_urls);
+        pe->client_urls = copy;
+    }
+}
+
+const char *srv_peer_client_urls(const struct srv_peer *p, raft_id id)
+{
+    const struct peer *pe = peer_find(p, id);
+    return pe != NULL ? pe->client_urls : NULL;
+}
+
 static void recv_start(void *data, struct api_call *call)
 {
     struct srv_peer *p = data;
@@ -887,6 +945,7 @@ static void recv_start(void *data, struct api_call *call)
     p->in = in;
     api_call_set_context(call, in);
     api_call_on_cancel(call, recv_cancel, in);
+    recv_note_client_urls(p, call);
 }
 
 static void recv_refuse_log(struct srv_peer *p, const char *what)
@@ -984,6 +1043,10 @@ int srv_peer_new(uv_loop_t *loop, const struct srv_peer_config *cfg, struct srv_
         return LATCH_EINVAL;
     }
     p->report_timer.data = p;
+    uv_timer_init(loop, &p->ensure_timer);
+    p->ensure_timer.data = p;
+    p->timers_open = 2;
+    uv_timer_start(&p->ensure_timer, ensure_cb, SRV_PEER_ENSURE_MS, SRV_PEER_ENSURE_MS);
     p->loop = loop;
     p->cfg = *cfg;
     *out = p;
@@ -992,7 +1055,7 @@ int srv_peer_new(uv_loop_t *loop, const struct srv_peer_config *cfg, struct srv_
 
 static void peer_check_done(struct srv_peer *p)
 {
-    if (!p->closing || !p->timer_closed || p->dying != NULL) {
+    if (!p->closing || p->timers_open > 0 || p->dying != NULL) {
         return;
     }
     LATCH_ASSERT(p->peers == NULL && p->in == NULL);
@@ -1004,10 +1067,11 @@ static void peer_check_done(struct srv_peer *p)
     }
 }
 
-static void report_timer_closed(uv_handle_t *h)
+static void timer_closed(uv_handle_t *h)
 {
     struct srv_peer *p = h->data;
-    p->timer_closed = true;
+    LATCH_ASSERT(p->timers_open > 0);
+    p->timers_open--;
     peer_check_done(p);
 }
 
@@ -1024,5 +1088,6 @@ void srv_peer_close(struct srv_peer *p, srv_peer_close_cb done_cb, void *data)
         incoming_fail(p->in, API_GRPC_STATUS_UNAVAILABLE, "raft transport closing");
     }
     uv_timer_stop(&p->report_timer);
-    uv_close((uv_handle_t *)&p->report_timer, report_timer_closed);
+    uv_close((uv_handle_t *)&p->report_timer, timer_closed);
+    uv_close((uv_handle_t *)&p->ensure_timer, timer_closed);
 }

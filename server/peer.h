@@ -206,7 +206,14 @@ struct srv_peer_config {
      * For now always false (snapshots are not sent yet). Required. */
     void (*snapshot_status)(void *data, raft_id id, bool ok);
     void *data; /* passed back to the callbacks; borrowed */
+    /* This member's advertised client URLs, comma-separated (borrowed; may be NULL). Sent as
+     * metadata of every Send call, so each peer can list them (srv_peer_client_urls). */
+    const char *client_urls;
 };
+
+/* Metadata of a Send call: the calling member's id (hex) and its client URLs. */
+#define SRV_PEER_MD_MEMBER_ID   "latch-member-id"
+#define SRV_PEER_MD_CLIENT_URLS "latch-client-urls"
 
 /* Counters of one peer, for metrics and for tests that pace their sending. */
 struct srv_peer_stats {
@@ -285,5 +292,10 @@ int srv_peer_register(struct srv_peer *p, struct api_server *s);
  * Call once.
  */
 void srv_peer_close(struct srv_peer *p, srv_peer_close_cb done_cb, void *data);
+
+/* The client URLs peer id advertised on its latest Send call to this member (comma-separated,
+ * owned by p, valid until the next call from it or its removal), or NULL when it has not
+ * called yet or is not a peer. For MemberList. */
+const char *srv_peer_client_urls(const struct srv_peer *p, raft_id id);
 
 #endif /* SRV_PEER_H */

@@ -10,6 +10,7 @@
 #include "etcd_codec.h"
 #include "grpc_pb.h"
 #include "grpc_wire.h"
+#include "latch_arena.h"
 #include "latch_error.h"
 #include "latch_version.h"
 
@@ -22,6 +23,8 @@ struct srv_maint {
     uint64_t member_id;
     struct srv_maint_member *members;
     size_t members_count;
+    const char *(*client_urls)(void *data, uint64_t id);
+    void *client_urls_data;
 };
 
 static void header(const struct srv_maint *m, Etcdserverpb__ResponseHeader *h)
@@ -143,6 +146,36 @@ static void maint_defragment(void *data, struct api_call *call, const uint8_t *r
     api_call_reply_pb(call, &r.base);
 }
 
+/* Splits comma-separated urls (may be NULL) into out's client URLs, copies in a. */
+static void split_urls(const char *urls, struct latch_arena *a, Etcdserverpb__Member *out)
+{
+    if (urls == NULL || urls[0] == '\0') {
+        return;
+    }
+    size_t n = 1;
+    for (const char *p = urls; *p != '\0'; p++) {
+        n += *p == ',';
+    }
+    char *copy = latch_arena_dup(a, urls, strlen(urls) + 1);
+    char **list = latch_arena_calloc(a, n, sizeof(*list));
+    if (copy == NULL || list == NULL) {
+        return; /* listed without client URLs */
+    }
+    size_t k = 0;
+    for (char *tok = copy; tok != NULL && k < n;) {
+        char *comma = strchr(tok, ',');
+        if (comma != NULL) {
+            *comma = '\0';
+        }
+        if (tok[0] != '\0') {
+            list[k++] = tok;
+        }
+        tok = comma != NULL ? comma + 1 : NULL;
+    }
+    out->n_clienturls = k;
+    out->clienturls = list;
+}
+
 static void cluster_member_list(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
     struct srv_maint *m = data;
@@ -160,6 +193,8 @@ static void cluster_member_list(void *data, struct api_call *call, const uint8_t
         fail(call, LATCH_ENOMEM);
         return;
     }
+    struct latch_arena a; /* the other members' client URLs, split */
+    latch_arena_init(&a, 0);
     for (size_t i = 0; i < m->members_count; i++) {
         const struct srv_maint_member *mm = &m->members[i];
         etcdserverpb__member__init(&msgs[i]);
@@ -169,6 +204,9 @@ static void cluster_member_list(void *data, struct api_call *call, const uint8_t
         msgs[i].peerurls = (char **)mm->peer_urls;
         msgs[i].n_clienturls = mm->client_urls_count;
         msgs[i].clienturls = (char **)mm->client_urls;
+        if (mm->client_urls_count == 0 && m->client_urls != NULL) {
+            split_urls(m->client_urls(m->client_urls_data, mm->id), &a, &msgs[i]);
+        }
         ptrs[i] = &msgs[i];
     }
     Etcdserverpb__ResponseHeader h;
@@ -178,6 +216,7 @@ static void cluster_member_list(void *data, struct api_call *call, const uint8_t
     r.n_members = m->members_count;
     r.members = ptrs;
     api_call_reply_pb(call, &r.base);
+    latch_arena_close(&a);
     free(msgs);
     free(ptrs);
 }
@@ -204,6 +243,8 @@ int srv_maint_register(struct api_server *s,
         return LATCH_ENOMEM;
     }
     m->node = cfg->node;
+    m->client_urls = cfg->client_urls;
+    m->client_urls_data = cfg->client_urls_data;
     m->cluster_id = cfg->cluster_id;
     m->member_id = cfg->member_id;
     if (cfg->members_count > 0) {

@@ -8,9 +8,10 @@
  *  - Alarm: GET lists the replicated NOSPACE alarm; ACTIVATE and DEACTIVATE answer
  *    Unimplemented until the alarm can be disarmed through Raft.
  *  - Defragment: LMDB reuses freed pages itself, so there is nothing to do: answers OK.
- *  - MemberList: the members of --initial-cluster with their ids, names, peer URLs and, for
- *    this member, its advertised client URLs (the others' are not known yet: membership
- *    changes come later; an empty list makes `etcdctl endpoint ... --cluster` skip them).
+ *  - MemberList: the members of --initial-cluster with their ids, names, peer URLs and
+ *    client URLs: this member's advertised ones, and for the others what they advertised
+ *    to this member with their Raft stream (client_urls below); a member that has not
+ *    connected yet is listed without client URLs, as etcd lists an unstarted member.
  *  - Authenticate: FailedPrecondition "etcdserver: authentication is not enabled".
  * Every response carries etcd's header. Everything runs on the node's loop thread.
  */
@@ -41,6 +42,10 @@ struct srv_maint_config {
     uint64_t member_id;
     const struct srv_maint_member *members; /* copied array; strings borrowed */
     size_t members_count;
+    /* The comma-separated client URLs member id advertised, or NULL (borrowed for the
+     * call); asked for members whose client_urls_count is 0. May be NULL. */
+    const char *(*client_urls)(void *data, uint64_t id);
+    void *client_urls_data;
 };
 
 /* Registers the methods on s and sets *out (free after the server closed). Returns 0,

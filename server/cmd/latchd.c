@@ -68,6 +68,7 @@ struct latchd {
     struct srv_lease_keeper *leases; /* stopped before the node closes */
     struct srv_lease *lease_svc;
     struct srv_maint *maint;
+    char *client_urls;           /* --advertise-client-urls joined with ',', for the peers */
     struct srv_watch_hub *watch; /* NULL once closed */
     struct srv_watch_svc *watch_svc;
     struct srv_maint_member *members; /* for MemberList, one per initial member */
@@ -316,6 +317,12 @@ static void on_signal(uv_signal_t *sig, int signum)
     stop(sig->data);
 }
 
+static const char *peer_client_urls(void *data, uint64_t id)
+{
+    struct latchd *d = data;
+    return d->peer != NULL ? srv_peer_client_urls(d->peer, id) : NULL;
+}
+
 /* Maintenance, Cluster and Auth on the client server: members from --initial-cluster. */
 static int maint_register(struct latchd *d)
 {
@@ -339,7 +346,9 @@ static int maint_register(struct latchd *d)
                                   .cluster_id = d->cluster_id,
                                   .member_id = d->member_id,
                                   .members = d->members,
-                                  .members_count = c->members_count};
+                                  .members_count = c->members_count,
+                                  .client_urls = peer_client_urls,
+                                  .client_urls_data = d};
     return srv_maint_register(d->clients, &mc, &d->maint);
 }
 
@@ -505,7 +514,22 @@ static int start(struct latchd *d)
         return rc;
     }
 
+    size_t joined = 1;
+    for (size_t i = 0; i < c->advertise_client_urls_count; i++) {
+        joined += strlen(c->advertise_client_urls[i]) + 1;
+    }
+    d->client_urls = calloc(1, joined);
+    if (d->client_urls == NULL) {
+        return LATCH_ENOMEM;
+    }
+    for (size_t i = 0; i < c->advertise_client_urls_count; i++) {
+        if (i > 0) {
+            strcat(d->client_urls, ",");
+        }
+        strcat(d->client_urls, c->advertise_client_urls[i]);
+    }
     struct srv_peer_config pc = {.id = d->member_id,
+                                 .client_urls = d->client_urls,
                                  .cluster_id = d->cluster_id,
                                  .deliver = peer_deliver,
                                  .unreachable = peer_unreachable,
@@ -638,6 +662,7 @@ int main(int argc, char **argv)
     srv_lease_keeper_free(d->leases);
     srv_watch_svc_free(d->watch_svc);
     srv_maint_free(d->maint);
+    free(d->client_urls);
     free(d->members);
     srv_metrics_free(d->metrics);
     api_tls_ctx_free(d->client_tls);
