@@ -168,9 +168,9 @@ static void entry_load(struct lk_entry *e, const struct store_lease *l, uint64_t
 
 /*
  * Re-reads the store's leases. reset (promotion): every deadline becomes now + remaining TTL
- * as checkpointed + promote_extend_ms. Otherwise only new leases get a deadline. Leases
- * missing from the store are forgotten. Returns 0 or a store error (the table is then as it
- * was for the pages not read; the sweep is skipped).
+ * as checkpointed + promote_extend_ms, at most now + the full TTL. Otherwise only new leases get a
+ * deadline. Leases missing from the store are forgotten. Returns 0 or a store error (the table is
+ * then as it was for the pages not read; the sweep is skipped).
  */
 static int resync(struct srv_lease_keeper *k, bool reset)
 {
@@ -209,7 +209,12 @@ static int resync(struct srv_lease_keeper *k, bool reset)
                 }
             }
             if (reset) {
+                /* The extension covers a keep-alive the old leader answered just before it
+                 * lost office; it never takes a lease past a full TTL from now, which is
+                 * what any keep-alive promised (so TimeToLive never shows more than TTL). */
+                uint64_t cap = now + secs_ms(e->ttl);
                 e->deadline += k->promote_extend_ms;
+                e->deadline = e->deadline < cap ? e->deadline : cap;
             }
             e->seen = epoch;
             after = ls[i].id;

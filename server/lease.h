@@ -19,7 +19,8 @@
  * PROMOTION. When the node becomes leader every lease's deadline is reset to
  * now + its remaining TTL as last checkpointed (the granted TTL when never checkpointed) +
  * promote_extend_ms (the election timeout in latchd, as etcd's lessor.Promote extends by it:
- * a client that renewed on the old leader just before it lost leadership is not cut short).
+ * a client that renewed on the old leader just before it lost leadership is not cut short),
+ * but never beyond now + the full TTL (what any keep-alive promised).
  * So a leader change neither expires a live lease early nor renews it to its full TTL.
  *
  * EXPIRY. Each tick, while leader, a lease whose deadline passed is revoked by proposing
