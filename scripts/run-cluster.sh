@@ -35,6 +35,13 @@ for i in 1 2 3; do
     pids+=($!)
 done
 
+# Print the greeting once a leader is elected (a bounded wait: /health answers 200 with a
+# leader), so the example below works as soon as it is shown.
+for _ in $(seq 100); do
+    curl -sf -o /dev/null http://127.0.0.1:2481/health && break
+    sleep 0.1
+done
+
 cat <<MSG
 latch: three members running (pids ${pids[*]}), logs and data in $root
   clients:  127.0.0.1:2479, 127.0.0.1:12479, 127.0.0.1:22479
