@@ -21,13 +21,14 @@ exits 1 if any check failed. Needs golang-go, golang-etcd-server-dev and python3
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../integration"))
+from latchtest import check, fail, failures, free_ports, ok, wait_until  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GO_SRC = os.path.join(HERE, "go", "clientv3_compat.go")
@@ -41,49 +42,6 @@ EXIT_TIMEOUT = 30
 GO_BUILD_TIMEOUT = 300
 GO_RUN_TIMEOUT = 300
 PY_RUN_TIMEOUT = 180
-
-failures = []
-
-
-def ok(name):
-    print("ok - " + name, flush=True)
-
-
-def fail(name, detail=""):
-    failures.append(name)
-    print("FAIL - " + name, flush=True)
-    for line in str(detail).rstrip().splitlines():
-        print("    " + line, flush=True)
-
-
-def check(name, cond, detail=""):
-    if cond:
-        ok(name)
-    else:
-        fail(name, detail)
-    return cond
-
-
-def free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_until(pred, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
 
 
 def go_env(cache):

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,56 +36,13 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from latchtest import check, fail, failures, free_ports, ok, wait_until  # noqa: E402
+
 ETCDCTL = "/usr/bin/etcdctl"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 START_TIMEOUT = 60  # s until /health answers 200 (sanitized debug build, slow CI)
 EXIT_TIMEOUT = 30  # s for a SIGTERMed latchd to exit
-
-failures = []
-
-
-def ok(name):
-    print("ok - " + name, flush=True)
-
-
-def fail(name, detail=""):
-    failures.append(name)
-    print("FAIL - " + name, flush=True)
-    if detail:
-        for line in str(detail).rstrip().splitlines():
-            print("    " + line, flush=True)
-
-
-def check(name, cond, detail=""):
-    if cond:
-        ok(name)
-    else:
-        fail(name, detail)
-    return cond
-
-
-def free_ports(n):
-    """n distinct free loopback TCP ports (all bound at once, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_until(pred, timeout, interval=0.1):
-    """Polls pred() until it returns a true value or timeout seconds pass; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
 
 
 def http_get(url, timeout=5):
@@ -257,6 +213,7 @@ def sanitizer_check(members, what):
 
 
 # ---- 1. one member -------------------------------------------------------------------------
+
 
 def single_member(latchd, root):
     m = Member(latchd, os.path.join(root, "single"), "default", None)

@@ -36,6 +36,9 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from latchtest import check, fail, failures, free_ports, ok, wait_until  # noqa: E402
+
 ETCDCTL = "/usr/bin/etcdctl"
 OPENSSL = "/usr/bin/openssl"
 CERT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
@@ -44,50 +47,6 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 START_TIMEOUT = 60  # s until /health answers 200 (sanitized debug build, slow CI)
 EXIT_TIMEOUT = 30  # s for a SIGTERMed latchd to exit
 RELOAD_TIMEOUT = 20  # s for the reload log line after SIGHUP
-
-failures = []
-
-
-def ok(name):
-    print("ok - " + name, flush=True)
-
-
-def fail(name, detail=""):
-    failures.append(name)
-    print("FAIL - " + name, flush=True)
-    if detail:
-        for line in str(detail).rstrip().splitlines():
-            print("    " + line, flush=True)
-
-
-def check(name, cond, detail=""):
-    if cond:
-        ok(name)
-    else:
-        fail(name, detail)
-    return cond
-
-
-def free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_until(pred, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
 
 
 class Result:
@@ -293,6 +252,7 @@ def member_certs(certs, root, name):
 
 # ---- a + d: https client URL, then SIGHUP reload -------------------------------------------
 
+
 def https_single(latchd, root, certs):
     m = Member(latchd, root, "a1", member_certs(certs, root, "a1"), client_tls=True)
     ca = "--cacert=" + os.path.join(m.certs, "ca.pem")
@@ -357,6 +317,7 @@ def https_metrics_refused(latchd, root, certs):
 
 # ---- b: --client-cert-auth -------------------------------------------------------------------
 
+
 def client_cert_auth(latchd, root, certs):
     m = Member(latchd, root, "b1", certs, client_tls=True, client_cert_auth=True)
     ca = "--cacert=" + os.path.join(certs, "ca.pem")
@@ -402,6 +363,7 @@ def tls_probe(port, certs, cert=None):
 
 
 # ---- c: three members, peers over mutual TLS -------------------------------------------------
+
 
 def three_peers(latchd, root, certs):
     members = [Member(latchd, root, "c%d" % i, certs, client_tls=True, peer_tls=True,

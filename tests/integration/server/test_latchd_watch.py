@@ -17,62 +17,20 @@ Prints "ok - ..." / "FAIL - ..." lines; exits 1 if any check failed.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from latchtest import check, fail, failures, free_ports, ok, wait_until  # noqa: E402
 
 ETCDCTL = "/usr/bin/etcdctl"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 START_TIMEOUT = 60
 WAIT = 30
 EXIT_TIMEOUT = 30
-
-failures = []
-
-
-def ok(name):
-    print("ok - " + name, flush=True)
-
-
-def fail(name, detail=""):
-    failures.append(name)
-    print("FAIL - " + name, flush=True)
-    for line in str(detail).rstrip().splitlines():
-        print("    " + line, flush=True)
-
-
-def check(name, cond, detail=""):
-    if cond:
-        ok(name)
-    else:
-        fail(name, detail)
-    return cond
-
-
-def free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_until(pred, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
 
 
 def http_status(url):
