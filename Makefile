@@ -9,7 +9,7 @@ FUZZ    := build/fuzz
 # Seconds per fuzz target: bounded in make test, long in make fuzz.
 FUZZ_TEST_SECONDS := 20
 FUZZ_SECONDS      ?= 600
-FUZZ_TARGETS      := store_cmd grpc_conn peer_batch
+FUZZ_TARGETS      := store_cmd grpc_conn peer_batch peer_snap_chunk member_record
 # Where `make run` keeps the three members' data dirs and logs.
 RUN_DIR           ?= /tmp/latch-run
 
@@ -76,6 +76,7 @@ bench: release
 	$(RELEASE)/raft_bench
 	$(RELEASE)/store_bench --dir $(RELEASE)/store_bench.d
 	bash tests/bench/grpc_bench.sh $(RELEASE)
+	bash scripts/compare-etcd.sh $(RELEASE)
 
 format:
 	bash scripts/check-format.sh --fix

@@ -116,6 +116,7 @@ struct api_channel {
     void *done_data;
     char last_error[API_CLIENT_ERR_MAX];
     struct api_transport_buf io; /* read buffers shared by the connections */
+    bool verify_host;            /* api_channel_config.verify_host */
 };
 
 struct api_ccall {
@@ -1330,7 +1331,9 @@ static void conn_connect_cb(uv_connect_t *req, int status)
         return;
     }
     struct api_tls *tls = NULL;
-    if (conn_session_init(conn) != 0 || (conn->ep->tls && api_tls_new(ch->tls, &tls) != 0) ||
+    if (conn_session_init(conn) != 0 ||
+        (conn->ep->tls &&
+         api_tls_new_host(ch->tls, ch->verify_host ? conn->ep->host : NULL, &tls) != 0) ||
         api_transport_start(&conn->t, tls) != 0) {
         if (conn->t.tls == NULL) {
             api_tls_free(tls); /* not taken over by the transport */
@@ -1536,6 +1539,7 @@ static int channel_configure(struct api_channel *ch, const struct api_channel_co
     }
     ch->neps = cfg->endpoints_count;
     ch->tls = cfg->tls;
+    ch->verify_host = cfg->verify_host;
     ch->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms
                                                          : API_CHANNEL_CONNECT_TIMEOUT_MS_DEFAULT;
     ch->backoff_initial_ms = cfg->backoff_initial_ms > 0 ? cfg->backoff_initial_ms

@@ -104,6 +104,9 @@ struct api_channel_config {
     /* A client-side TLS context (api_tls_ctx_new(..., server = false, ...)); borrowed, must
      * outlive the channel. Required by https:// endpoints; may be NULL otherwise. */
     struct api_tls_ctx *tls;
+    /* TLS only: check each connection's server certificate against the host of the endpoint
+     * it dialed (api_tls_new_host), whatever the context's server_name says. */
+    bool verify_host;
     /* :authority of every request; NULL uses the endpoint's "host:port". Copied. */
     const char *authority;
     /* 0 selects the defaults above. jitter_pct 0 means the default too; use

@@ -127,6 +127,8 @@ struct api_server {
     bool closing;
     bool draining;
     api_server_close_cb done_cb;
+    api_call_observer_fn observer; /* may be NULL */
+    void *observer_data;
     struct api_transport_buf io; /* read buffers shared by every connection */
 };
 
@@ -149,6 +151,7 @@ struct api_call {
     bool recv_paused;  /* api_call_pause_recv: stream window bytes are held in unconsumed */
     size_t unconsumed; /* request bytes not yet returned to the stream's window */
     uint64_t timeout_ms;
+    uint64_t start_ns;   /* uv_hrtime() when the handler took the call */
     uv_timer_t deadline; /* initialised only when armed; holds a call reference until closed */
     char path[API_SERVER_PATH_MAX + 1];
     bool path_too_long;
@@ -480,12 +483,18 @@ static int call_submit_error(struct api_call *call,
     return rc;
 }
 
-/* Marks call answered by its handler: the deadline and the tick stop. Returns false (and
- * frees the handler's reference) when the call is dead and nothing is to be sent. */
-static bool call_begin_answer(struct api_call *call)
+/* Marks call answered by its handler with grpc_status: the deadline and the tick stop, the
+ * observer hears of it. Returns false (and frees the handler's reference) when the call is
+ * dead and nothing is to be sent. */
+static bool call_begin_answer(struct api_call *call, int grpc_status)
 {
     LATCH_ASSERT(!call->answered);
     call->answered = true;
+    const struct api_server *s = call->conn != NULL ? call->conn->server : NULL;
+    if (s != NULL && s->observer != NULL && call->method != NULL) {
+        s->observer(s->observer_data, call->method->path, grpc_status,
+                    uv_hrtime() - call->start_ns);
+    }
     call_stop_deadline(call);
     call_stop_tick(call); /* call_finish_answer flushes what the tick would have */
     if (!api_call_is_alive(call)) {
@@ -502,7 +511,7 @@ int api_call_fail(struct api_call *call, int grpc_status, const char *message)
     if (call->streaming) {
         return api_call_finish(call, grpc_status, message);
     }
-    if (!call_begin_answer(call)) {
+    if (!call_begin_answer(call, grpc_status)) {
         return LATCH_ESTATE;
     }
     int rc = call_submit_error(call, "200", grpc_status, message);
@@ -700,7 +709,7 @@ int api_call_finish(struct api_call *call, int grpc_status, const char *message)
     LATCH_ASSERT(call->streaming);
     LATCH_ASSERTF(grpc_status >= 0 && grpc_status < API_GRPC_STATUS_COUNT, "grpc_status=%d",
                   grpc_status);
-    if (!call_begin_answer(call)) {
+    if (!call_begin_answer(call, grpc_status)) {
         return LATCH_ESTATE;
     }
     int rc;
@@ -759,7 +768,7 @@ int api_call_reply(struct api_call *call, const uint8_t *resp, size_t len)
         api_call_fail(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, text);
         return LATCH_ETOOBIG;
     }
-    if (!call_begin_answer(call)) {
+    if (!call_begin_answer(call, 0)) {
         return LATCH_ESTATE;
     }
     nghttp2_session *session = call->conn->t.session;
@@ -840,6 +849,7 @@ static void call_take(struct api_call *call)
 {
     call->dispatched = true;
     call->refs++; /* the handler's reference, given back by reply/fail/finish */
+    call->start_ns = uv_hrtime();
 }
 
 /* Readies a call whose handler answers with api_call_send/finish. Returns 0 or LATCH_ENOMEM. */
@@ -1713,6 +1723,13 @@ static void server_end_close(struct api_server *s)
 {
     server_close_listeners(s);
     server_handle_closed(s);
+}
+
+void api_server_set_observer(struct api_server *s, api_call_observer_fn fn, void *data)
+{
+    LATCH_ASSERT(s != NULL);
+    s->observer = fn;
+    s->observer_data = data;
 }
 
 void api_server_close(struct api_server *s, api_server_close_cb done_cb)

@@ -187,6 +187,21 @@ int api_server_register_bidi_stream(struct api_server *s,
                                     void *data);
 
 /*
+ * Called once per call of a registered method when its handler answers it (reply, fail or
+ * finish, also when the call had already died: then with the status the handler gave), with
+ * the method's path (borrowed for the call), the gRPC status and the nanoseconds since the
+ * handler took the call. Calls of unknown methods and calls the server refused before any
+ * handler saw them are not observed. For per-method request metrics. Loop thread.
+ */
+typedef void (*api_call_observer_fn)(void *data,
+                                     const char *path,
+                                     int grpc_status,
+                                     uint64_t duration_ns);
+
+/* Sets (or clears, with NULL) s's observer; data is borrowed. */
+void api_server_set_observer(struct api_server *s, api_call_observer_fn fn, void *data);
+
+/*
  * Stops listening and closes every connection at once (no graceful GOAWAY drain). Calls
  * still held by handlers become dead: answering them later is safe and frees them. done_cb
  * (may be NULL) runs after every handle has closed; s is freed right after it returns.

@@ -443,19 +443,19 @@ static int tls_fail(struct api_tls *t, int code, const char *what)
     return code;
 }
 
-/* Per-connection client settings: what name the certificate must carry, and SNI. */
-static bool conn_client_names(SSL *ssl, const struct api_tls_ctx *c)
+/* Per-connection client settings: what name the certificate must carry (name; NULL: none),
+ * and SNI. */
+static bool conn_client_names(SSL *ssl, const char *name, bool is_ip)
 {
-    if (c->server_name == NULL) {
+    if (name == NULL) {
         return true;
     }
-    if (c->server_name_is_ip) {
+    if (is_ip) {
         /* An IP literal must match an IP SAN and is never sent as SNI (RFC 6066 §3). */
-        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->server_name) == 1;
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1;
     }
     SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    return SSL_set1_host(ssl, c->server_name) == 1 &&
-           SSL_set_tlsext_host_name(ssl, c->server_name) == 1;
+    return SSL_set1_host(ssl, name) == 1 && SSL_set_tlsext_host_name(ssl, name) == 1;
 }
 
 /* Drives the handshake one step. Returns 0 (done or waiting for bytes) or a sticky error. */
@@ -476,6 +476,11 @@ static int conn_handshake(struct api_tls *t)
 }
 
 int api_tls_new(struct api_tls_ctx *ctx, struct api_tls **out)
+{
+    return api_tls_new_host(ctx, NULL, out);
+}
+
+int api_tls_new_host(struct api_tls_ctx *ctx, const char *host, struct api_tls **out)
 {
     LATCH_ASSERT(ctx != NULL);
     LATCH_ASSERT(out != NULL);
@@ -498,7 +503,13 @@ int api_tls_new(struct api_tls_ctx *ctx, struct api_tls **out)
         return LATCH_ENOMEM;
     }
     SSL_set_bio(t->ssl, t->rbio, t->wbio); /* the SSL owns both BIOs from here on */
-    if (!ctx->server && !conn_client_names(t->ssl, ctx)) {
+    const char *name = host != NULL ? host : ctx->server_name;
+    bool is_ip = ctx->server_name_is_ip;
+    if (host != NULL) {
+        unsigned char addr[16];
+        is_ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+    }
+    if (!ctx->server && !conn_client_names(t->ssl, name, is_ip)) {
         SSL_free(t->ssl);
         free(t);
         ERR_clear_error();

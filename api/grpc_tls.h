@@ -83,6 +83,14 @@ void api_tls_ctx_free(struct api_tls_ctx *ctx);
  * it cannot, the first api_tls_read reports why. */
 int api_tls_new(struct api_tls_ctx *ctx, struct api_tls **out);
 
+/* Like api_tls_new, for a client connection that checks the server certificate against host
+ * (an IP literal against an IP SAN, otherwise a DNS name, which is also sent as SNI) instead
+ * of the context's server_name: one context dialing several servers (Raft peers) checks each
+ * against the host it dialed. host NULL is api_tls_new; ignored for a server context. A
+ * mismatch fails the handshake (LATCH_ETLS) and api_tls_error() names it ("hostname
+ * mismatch", "IP address mismatch"). */
+int api_tls_new_host(struct api_tls_ctx *ctx, const char *host, struct api_tls **out);
+
 /* Frees a connection (no close_notify is produced: call api_tls_shutdown first for one).
  * NULL is a no-op. */
 void api_tls_free(struct api_tls *t);

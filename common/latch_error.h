@@ -42,7 +42,15 @@
     X(LATCH_ETLS, -27, "TLS handshake or certificate failure")                                     \
     X(LATCH_ENOKEY, -28, "key not found")                                                          \
     X(LATCH_ELEADERCHANGED, -29, "leader changed")                                                 \
-    X(LATCH_ETIMEDOUT, -30, "request timed out")
+    X(LATCH_ETIMEDOUT, -30, "request timed out")                                                   \
+    X(LATCH_ELEADERFAIL, -31, "request timed out, possibly due to previous leader failure")        \
+    X(LATCH_ECONNLOST, -32, "request timed out, possibly due to connection lost")                  \
+    X(LATCH_EPEERURLEXIST, -33, "Peer URLs already exists")                                        \
+    X(LATCH_ENOTLEARNER, -34, "can only promote a learner member")                                 \
+    X(LATCH_ELEARNERBEHIND, -35, "can only promote a learner member which is in sync with leader") \
+    X(LATCH_ETOOMANYLEARNERS, -36, "too many learner members in cluster")                          \
+    X(LATCH_ENOTSTARTED, -37, "re-configuration failed due to not enough started members")         \
+    X(LATCH_EUNHEALTHY, -38, "unhealthy cluster")
 
 enum latch_error {
     LATCH_OK = 0,

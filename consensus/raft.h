@@ -104,6 +104,7 @@ enum raft_conf_change_type {
     RAFT_CC_ADD_LEARNER = 2, /* node must not be a member */
     RAFT_CC_PROMOTE = 3,     /* node must be a learner; it becomes a voter */
     RAFT_CC_REMOVE = 4,      /* node must be a voter or a learner */
+    RAFT_CC_UPDATE = 5,      /* node must be a member; only the context changes (attributes) */
 };
 
 struct raft_conf_change {

@@ -23,7 +23,7 @@ size_t raft_conf_change_size(const struct raft_conf_change *cc)
 
 static bool cc_type_valid(uint32_t type)
 {
-    return type >= RAFT_CC_ADD_VOTER && type <= RAFT_CC_REMOVE;
+    return type >= RAFT_CC_ADD_VOTER && type <= RAFT_CC_UPDATE;
 }
 
 int raft_conf_change_encode(const struct raft_conf_change *cc,
@@ -151,6 +151,10 @@ int raft_conf_state_apply(struct raft_conf_state *conf, const struct raft_conf_c
             return LATCH_EINVAL;
         }
         return 0;
+    case RAFT_CC_UPDATE:
+        /* The configuration stays; the entry exists for its context (the server's member
+         * attributes), ordered with the other changes. */
+        return v >= 0 || l >= 0 ? 0 : LATCH_EINVAL;
     default:
         return LATCH_EINVAL;
     }

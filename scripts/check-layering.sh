@@ -77,6 +77,18 @@ mapfile -t store_files < <(printf '%s\n' "${all_files[@]}" | grep -E '^store/' |
 store_regex="${INC}\"([^\"]*/)?(consensus|api|server|clients)/|${INC}\"raft[^\"]*\.h\"|${INC}<(uv|nghttp2/|openssl/)"
 check "store/ must depend on common/ only" "$store_regex" "${store_files[@]}"
 
+# clients/ depends on api/ and common/ only: never on server/, store/ or consensus/ headers,
+# by path or by name (the build links only latch_api, latch_api_proto and latch_common).
+mapfile -t clients_files < <(list_sources clients)
+lower_headers=$(list_sources server store consensus | grep -E '\.h$' | xargs -r -n1 basename |
+    grep -vxF -f <(list_sources api common clients | xargs -r -n1 basename) |
+    sed 's/\./\\./g' | paste -sd'|' || true)
+clients_regex="${INC}\"([^\"]*/)?(server|store|consensus|jepsen)/"
+if [ -n "$lower_headers" ]; then
+    clients_regex="${clients_regex}|${INC}\"($lower_headers)\""
+fi
+check "clients/ must depend on api/ and common/ only" "$clients_regex" "${clients_files[@]}"
+
 # Third-party libraries stay in their layer.
 mapfile -t not_store < <(printf '%s\n' "${all_files[@]}" | grep -Ev '^(store|tests)/' || true)
 check "LMDB belongs to store/" "${INC}<lmdb\.h>" "${not_store[@]}"

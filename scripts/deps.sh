@@ -28,6 +28,9 @@ PACKAGES=(
     nghttp2-client
     golang-go
     python3-etcd3
+    iproute2
+    nftables
+    etcd-server # the differential runs (ctest compat_diff) compare latch with a real etcd 3.4
 )
 
 missing=()
@@ -52,3 +55,10 @@ fi
 echo "deps.sh: installing ${missing[*]}" >&2
 apt-get update
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+
+# etcd-server's package enables a system etcd on ports 2379/2380; latch's tests and
+# benchmarks start their own etcd members on free ports, so the service is switched off
+# again (only where systemd runs it, and only when this run installed the package).
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
+fi

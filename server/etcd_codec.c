@@ -289,9 +289,41 @@ int etcd_delete_resp(const struct store_delete_result *r,
     return 0;
 }
 
+/*
+ * The revisions etcd puts in a txn's sub-response headers (etcdserver/apply.go applyTxn on
+ * mvcc's storeTxnWrite): the txn begins at revision begin (the store revision before it) and
+ * its writes, if any, all land at begin + 1. A range reads at begin until the txn has changed
+ * something, at begin + 1 after; a put answers begin + 1; a delete begin + 1 when it deleted
+ * something or the txn had already changed something, begin otherwise; a nested txn's own
+ * header is left empty (revision 0), while its sub-responses follow the same rule.
+ */
+struct txn_revs {
+    int64_t begin;
+    bool changed; /* a put, or a delete that deleted something, came earlier in the txn */
+};
+
+/* True when the txn (nested txns included) changed the store. */
+static bool txn_changes(const struct store_txn_result *r)
+{
+    for (size_t i = 0; i < r->responses_count; i++) {
+        const struct store_op_result *op = &r->responses[i];
+        if (op->type == STORE_OP_PUT || (op->type == STORE_OP_DELETE && op->u.del.deleted > 0) ||
+            (op->type == STORE_OP_TXN && op->u.txn != NULL && txn_changes(op->u.txn))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int txn_resp_walk(const struct store_txn_result *r,
+                         Etcdserverpb__ResponseHeader *hdr,
+                         struct latch_arena *a,
+                         struct txn_revs *revs,
+                         Etcdserverpb__TxnResponse *out);
+
 /* One sub-response of a txn, with a header holding only the revision (as etcd). */
 static int op_resp(const struct store_op_result *r,
-                   int64_t revision,
+                   struct txn_revs *revs,
                    struct latch_arena *a,
                    Etcdserverpb__ResponseOp *out)
 {
@@ -301,20 +333,24 @@ static int op_resp(const struct store_op_result *r,
         return LATCH_ENOMEM;
     }
     etcdserverpb__response_header__init(hdr);
-    hdr->revision = revision;
     switch (r->type) {
     case STORE_OP_RANGE:
+        hdr->revision = revs->begin + (revs->changed ? 1 : 0);
         out->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE;
         out->response_range = latch_arena_calloc(a, 1, sizeof(*out->response_range));
         return out->response_range == NULL
                    ? LATCH_ENOMEM
                    : etcd_range_resp(&r->u.range, hdr, a, out->response_range);
     case STORE_OP_PUT:
+        revs->changed = true;
+        hdr->revision = revs->begin + 1;
         out->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_PUT;
         out->response_put = latch_arena_calloc(a, 1, sizeof(*out->response_put));
         return out->response_put == NULL ? LATCH_ENOMEM
                                          : etcd_put_resp(&r->u.put, hdr, a, out->response_put);
     case STORE_OP_DELETE:
+        revs->changed = revs->changed || r->u.del.deleted > 0;
+        hdr->revision = revs->begin + (revs->changed ? 1 : 0);
         out->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE;
         out->response_delete_range = latch_arena_calloc(a, 1, sizeof(*out->response_delete_range));
         return out->response_delete_range == NULL
@@ -323,17 +359,19 @@ static int op_resp(const struct store_op_result *r,
     case STORE_OP_TXN:
         out->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN;
         out->response_txn = latch_arena_calloc(a, 1, sizeof(*out->response_txn));
-        return out->response_txn == NULL ? LATCH_ENOMEM
-                                         : etcd_txn_resp(r->u.txn, hdr, a, out->response_txn);
+        return out->response_txn == NULL || r->u.txn == NULL
+                   ? LATCH_ENOMEM
+                   : txn_resp_walk(r->u.txn, hdr, a, revs, out->response_txn);
     default:
         return LATCH_EINVAL;
     }
 }
 
-int etcd_txn_resp(const struct store_txn_result *r,
-                  Etcdserverpb__ResponseHeader *hdr,
-                  struct latch_arena *a,
-                  Etcdserverpb__TxnResponse *out)
+static int txn_resp_walk(const struct store_txn_result *r,
+                         Etcdserverpb__ResponseHeader *hdr,
+                         struct latch_arena *a,
+                         struct txn_revs *revs,
+                         Etcdserverpb__TxnResponse *out)
 {
     etcdserverpb__txn_response__init(out);
     out->header = hdr;
@@ -341,14 +379,13 @@ int etcd_txn_resp(const struct store_txn_result *r,
     if (r->responses_count == 0) {
         return 0;
     }
-    int64_t revision = hdr != NULL ? hdr->revision : 0;
     Etcdserverpb__ResponseOp **ptrs = latch_arena_calloc(a, r->responses_count, sizeof(*ptrs));
     Etcdserverpb__ResponseOp *ops = latch_arena_calloc(a, r->responses_count, sizeof(*ops));
     if (ptrs == NULL || ops == NULL) {
         return LATCH_ENOMEM;
     }
     for (size_t i = 0; i < r->responses_count; i++) {
-        int rc = op_resp(&r->responses[i], revision, a, &ops[i]);
+        int rc = op_resp(&r->responses[i], revs, a, &ops[i]);
         if (rc != 0) {
             return rc;
         }
@@ -357,6 +394,16 @@ int etcd_txn_resp(const struct store_txn_result *r,
     out->responses = ptrs;
     out->n_responses = r->responses_count;
     return 0;
+}
+
+int etcd_txn_resp(const struct store_txn_result *r,
+                  Etcdserverpb__ResponseHeader *hdr,
+                  struct latch_arena *a,
+                  Etcdserverpb__TxnResponse *out)
+{
+    int64_t revision = hdr != NULL ? hdr->revision : 0;
+    struct txn_revs revs = {.begin = revision - (txn_changes(r) ? 1 : 0), .changed = false};
+    return txn_resp_walk(r, hdr, a, &revs, out);
 }
 
 /* ---- errors ------------------------------------------------------------------------- */
@@ -422,6 +469,14 @@ int etcd_status(int err, const char *why, char *msg, size_t cap)
     case LATCH_ETIMEDOUT:
         status = API_GRPC_STATUS_UNAVAILABLE;
         text = "request timed out";
+        break;
+    case LATCH_ELEADERFAIL:
+        status = API_GRPC_STATUS_UNAVAILABLE;
+        text = "request timed out, possibly due to previous leader failure";
+        break;
+    case LATCH_ECONNLOST:
+        status = API_GRPC_STATUS_UNAVAILABLE;
+        text = "request timed out, possibly due to connection lost";
         break;
     case LATCH_ESHUTDOWN:
         status = API_GRPC_STATUS_UNAVAILABLE;

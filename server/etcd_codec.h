@@ -49,8 +49,12 @@ int etcd_txn_req(const Etcdserverpb__TxnRequest *in,
 void etcd_single_op_txn(const struct store_op *op, struct store_txn_req *out);
 
 /*
- * Responses. hdr (borrowed; may be NULL) becomes the response's header; nested txn
- * responses get a header holding only revision (what etcd sends). Return 0 or LATCH_ENOMEM.
+ * Responses. hdr (borrowed; may be NULL) becomes the response's header. A txn's
+ * sub-responses get a header holding only a revision, the one etcd gives each op: with hdr's
+ * revision R after the txn and B = R - 1 when the txn changed something (B = R otherwise),
+ * a range before any change B, after one R; a put R; a delete R when it or an earlier op
+ * changed something, else B; a nested txn an empty header (its ops follow the same rule).
+ * Return 0 or LATCH_ENOMEM.
  */
 int etcd_range_resp(const struct store_range_result *r,
                     Etcdserverpb__ResponseHeader *hdr,

@@ -37,8 +37,8 @@
  * below what a client was promised.
  *
  * KEEP-ALIVES are answered by the leader only (srv_lease_keeper_renew refuses on a follower:
- * LATCH_ENOLEADER without a leader, LATCH_ENOTLEADER with one). Forwarding them from a
- * follower to the leader is not implemented yet.
+ * LATCH_ENOLEADER without a leader, LATCH_ENOTLEADER with one); the Lease service forwards a
+ * follower's keep-alives and time-to-live queries to the leader (svc_lease.h, FORWARDING).
  *
  * Everything runs on the node's loop thread.
  */

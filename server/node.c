@@ -13,26 +13,24 @@
  * Invariants:
  *   N1  n->in_ready <=> the core is between raft_ready() and raft_advance(); no input
  *       (step, tick, propose, read_index, report) reaches it then: they are queued.
- *   N2  n->in_flight => n->in_ready, and the storage thread owns n->work until it reports
- *       done through the mutex + async; the loop thread touches n->work only otherwise.
- *   N3  The storage thread calls only store_log_append and store_apply (and nothing of the
- *       core); every other store call is on the loop thread.
+ *   N2  n->in_flight => n->in_ready, except for a standalone record of a snapshot
+ *       (node__snap_idle: no compaction, the log untouched); the storage thread owns n->work until
+ *       it reports done through the mutex + async; the loop thread touches n->work only
+ *       otherwise. No ready is taken while a work item is in flight.
+ *   N3  The storage thread calls only store_log_append, store_apply and the snapshot calls
+ *       (store_snap_writer_finish, store_snapshot_record, store_log_compact) (and nothing of
+ *       the core); the snapshot thread only store_snapshot_write; every other store call is
+ *       on the loop thread. The log is compacted only inside a ready's work item, when the
+ *       core reads no storage (N1).
  *   N4  A proposal slot's id is its sequence number and a read slot's id its context;
  *       slot positions never move while callbacks run (pushing only grows the array), so
  *       loops walk ids and fetch the slot again after every callback.
  */
-#include "node.h"
-
-#include <pthread.h>
-#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "latch_arena.h"
-#include "latch_assert.h"
 #include "latch_error.h"
 #include "latch_log.h"
+#include "node_int.h"
 
 /* struct store_entry is declared with struct raft_entry's layout so that a ready's entries
  * go to store_log_append without a copy (store.h says server/ checks it: here). */
@@ -59,271 +57,9 @@ LATCH_STATIC_ASSERT(SRV_NODE_ENTRY_HEADER_BYTES < RAFT_ENTRY_BYTES_MAX, "entry h
 /* Readies handled in one loop turn without the storage thread before yielding. */
 #define NODE_PUMP_ROUNDS 16u
 
-enum node_state { NODE_RUNNING = 0, NODE_CLOSING = 1, NODE_CLOSED = 2 };
-
-enum prop_state { PROP_DONE = 0, PROP_QUEUED = 1, PROP_PROPOSED = 2 };
-enum read_state { READ_DONE = 0, READ_QUEUED = 1, READ_ISSUED = 2, READ_INDEXED = 3 };
-
-/* ---------------------------------------------------------------------------------- */
-/* Slots addressed by id (N4)                                                         */
-/* ---------------------------------------------------------------------------------- */
-
-/* Every slot type starts with a uint32_t state; 0 means done (free). */
-struct node_ring {
-    uint8_t *v;
-    size_t elem;
-    size_t head;  /* slots before head are done */
-    size_t count; /* slots in use: [0, count) */
-    size_t cap;
-    uint64_t id0; /* id of slot 0 */
-};
-
-struct node_prop {
-    uint32_t state; /* enum prop_state */
-    uint32_t entry_len;
-    raft_index index; /* where the entry is in this node's log; 0 until seen there */
-    raft_term term;
-    uint64_t deadline_ms;
-    const uint8_t *entry; /* PROP_QUEUED: header + command, in n->prop_arena */
-    srv_node_propose_cb cb;
-    void *data;
-};
-
-struct node_read {
-    uint32_t state;   /* enum read_state */
-    raft_index index; /* READ_INDEXED: apply up to here, then answer */
-    uint64_t deadline_ms;
-    srv_node_read_cb cb;
-    void *data;
-};
-
-static void ring_init(struct node_ring *q, size_t elem, uint64_t id0)
-{
-    memset(q, 0, sizeof(*q));
-    q->elem = elem;
-    q->id0 = id0;
-}
-
-static uint64_t ring_begin(const struct node_ring *q)
-{
-    return q->id0 + q->head;
-}
-
-static uint64_t ring_end(const struct node_ring *q)
-{
-    return q->id0 + q->count;
-}
-
-/* The live slot with this id, or NULL. */
-static void *ring_get(struct node_ring *q, uint64_t id)
-{
-    if (id < ring_begin(q) || id >= ring_end(q)) {
-        return NULL;
-    }
-    uint8_t *p = q->v + (size_t)(id - q->id0) * q->elem;
-    uint32_t state;
-    memcpy(&state, p, sizeof(state));
-    return state != 0 ? p : NULL;
-}
-
-/* A zeroed slot at the end (its id in *id_out), or NULL when out of memory. Only grows the
- * array: positions of other slots do not change. */
-static void *ring_push(struct node_ring *q, uint64_t *id_out)
-{
-    if (q->count == q->cap) {
-        size_t cap = q->cap < 64 ? 64 : q->cap * 2;
-        uint8_t *v = realloc(q->v, cap * q->elem);
-        if (v == NULL) {
-            return NULL;
-        }
-        q->v = v;
-        q->cap = cap;
-    }
-    uint8_t *p = q->v + q->count * q->elem;
-    memset(p, 0, q->elem);
-    *id_out = q->id0 + q->count++;
-    return p;
-}
-
-/* Drops done slots at the front; at safe points only (never inside a walk over ids). */
-static void ring_trim(struct node_ring *q)
-{
-    while (q->head < q->count) {
-        uint32_t state;
-        memcpy(&state, q->v + q->head * q->elem, sizeof(state));
-        if (state != 0) {
-            break;
-        }
-        q->head++;
-    }
-    if (q->head == q->count) {
-        q->id0 += q->count;
-        q->head = 0;
-        q->count = 0;
-    } else if (q->head >= q->cap / 2) {
-        memmove(q->v, q->v + q->head * q->elem, (q->count - q->head) * q->elem);
-        q->id0 += q->head;
-        q->count -= q->head;
-        q->head = 0;
-    }
-}
-
-static void ring_free(struct node_ring *q)
-{
-    free(q->v);
-    q->v = NULL;
-    q->count = q->head = q->cap = 0;
-}
-
-/* ---------------------------------------------------------------------------------- */
-/* The node                                                                           */
-/* ---------------------------------------------------------------------------------- */
-
-/* A message that arrived while a ready was out: one allocation holds the entries array,
- * their data and the snapshot data. */
-struct node_qmsg {
-    struct raft_msg m;
-    void *mem;
-};
-
-/* One ready's storage work (N2). */
-struct node_work {
-    /* Written by the loop thread before posting, read by the storage thread. */
-    bool has_hs;
-    struct store_hard_state hs;
-    const struct store_entry *entries; /* rd.entries, borrowed until raft_advance */
-    size_t entries_count;
-    struct store_apply_item *items;
-    size_t items_count;
-    struct latch_arena in; /* committed data copies and membership records */
-    /* Written by the storage thread, read by the loop thread after completion. */
-    int append_rc;
-    int apply_rc;
-    struct store_result *results;
-    struct latch_arena out; /* what results point at */
-    /* Loop thread only: rd.msgs_after_persist, or a copy in `in` (work_copy_after). */
-    const struct raft_msg *after;
-    /* Loop thread only: per item, the sequence number when this node proposed it, else 0. */
-    uint64_t *seqs;
-    size_t cap;
-};
-
-struct srv_node {
-    uv_loop_t *loop;
-    struct srv_node_config cfg; /* store.dir points at dir; no voters pointer */
-    char *dir;
-    uint32_t election_tick;
-    uint32_t proposal_timeout_ms;
-    uint32_t read_timeout_ms;
-    int state; /* enum node_state */
-    int failed;
-
-    struct store *store;
-    struct store_reader *reader; /* loop thread: the core's membership read, srv_node_reader */
-    struct raft *raft;
-    struct raft_storage storage;
-    struct raft_conf_state boot_conf;
-    bool conf_recorded; /* the store holds a membership record (or one is being applied) */
-
-    uv_timer_t tick;
-    uv_check_t check;
-    uv_idle_t idle;
-    uv_async_t async;
-    int handles_open;
-    srv_node_close_cb close_cb;
-    void *close_data;
-
-    /* Storage thread hand-off; posted/done/stop are guarded by mu. */
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool posted;
-    bool done;
-    bool stop;
-    struct node_work work;
-
-    /* The ready in progress (N1). */
-    bool in_ready;
-    bool in_flight;
-    struct raft_ready rd;
-    raft_index applied;    /* last index applied to the store */
-    raft_index last_index; /* last index handed to store_log_append */
-    raft_id leader;
-
-    /* Inputs that wait for raft_advance. */
-    struct node_qmsg *qmsgs;
-    size_t qmsgs_count;
-    size_t qmsgs_cap;
-    raft_id unreachable[RAFT_MEMBERS_MAX];
-    size_t unreachable_count;
-    uint32_t missed_ticks;
-
-    struct node_ring props; /* by sequence number */
-    uint64_t prop_fed;      /* first sequence number not yet given to raft_propose */
-    struct latch_arena prop_arena;
-    struct node_ring reads; /* by read context */
-    uint64_t read_fed;
-    size_t reads_indexed;
-};
-
-static unsigned long long ull(uint64_t v)
-{
-    return (unsigned long long)v;
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* The proposer and sequence number of an entry the node put its header on. */
-static bool entry_origin(const struct raft_entry *e, raft_id *id, uint64_t *seq)
-{
-    if (e->type != RAFT_ENTRY_NORMAL || e->len < SRV_NODE_ENTRY_HEADER_BYTES) {
-        return false;
-    }
-    *id = get_le64(e->data);
-    *seq = get_le64(e->data + 8);
-    return true;
-}
-
-/* The sequence number when this node proposed e, else 0 (sequence numbers start far above
- * 0, see node_first_id). */
-static uint64_t entry_own_seq(const struct srv_node *n, const struct raft_entry *e)
-{
-    raft_id id;
-    uint64_t seq;
-    return entry_origin(e, &id, &seq) && id == n->cfg.id ? seq : 0;
-}
-
 static void on_idle(uv_idle_t *h);
 
-/* There is work for the next check: keep the loop from blocking in poll until then. */
-static void kick(struct srv_node *n)
+void node__kick(struct srv_node *n)
 {
     if (n->state != NODE_CLOSED && !uv_is_active((uv_handle_t *)&n->idle)) {
         uv_idle_start(&n->idle, on_idle);
@@ -365,25 +101,16 @@ int srv_node_conf_decode(const uint8_t *buf, size_t len, struct raft_conf_state 
 {
     LATCH_ASSERT(conf != NULL);
     memset(conf, 0, sizeof(*conf));
-    if (buf == NULL || len < NODE_CONF_FIXED || buf[0] != SRV_NODE_CONF_VERSION) {
-        return LATCH_ECORRUPT;
+    struct srv_members *ms = malloc(sizeof(*ms));
+    if (ms == NULL) {
+        return LATCH_ENOMEM;
     }
-    uint32_t v = get_le32(buf + 1);
-    uint32_t l = get_le32(buf + 5);
-    if (v > RAFT_MEMBERS_MAX || l > RAFT_MEMBERS_MAX ||
-        len != NODE_CONF_FIXED + 8u * ((size_t)v + l)) {
-        return LATCH_ECORRUPT;
+    int rv = srv_members_decode(buf, len, ms); /* version 1 or 2 (member.h) */
+    if (rv == 0) {
+        srv_members_conf(ms, conf);
     }
-    const uint8_t *p = buf + NODE_CONF_FIXED;
-    for (uint32_t i = 0; i < v; i++, p += 8) {
-        conf->voters[i] = get_le64(p);
-    }
-    for (uint32_t i = 0; i < l; i++, p += 8) {
-        conf->learners[i] = get_le64(p);
-    }
-    conf->voters_count = v;
-    conf->learners_count = l;
-    return 0;
+    free(ms);
+    return rv;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -400,7 +127,14 @@ static int st_initial_state(void *data, struct raft_hard_state *hs, struct raft_
     }
     hs->term = sh.term;
     hs->vote = sh.vote;
-    hs->commit = sh.commit;
+    /* A hard state whose only change is the commit index is not persisted (work_build),
+     * so the recorded commit may lag the applied index; what is applied was committed, so
+     * the core starts from the larger of the two (raft_new refuses applied > commit). */
+    hs->commit = sh.commit > n->applied ? sh.commit : n->applied;
+    if (sh.commit < n->applied) {
+        latch_log(LATCH_LOG_DEBUG, "node %llu: recorded commit %llu, applied %llu: commit %llu",
+                  ull(n->cfg.id), ull(sh.commit), ull(n->applied), ull(n->applied));
+    }
 
     uint8_t buf[STORE_CONF_BYTES_MAX];
     uint32_t len = 0;
@@ -410,10 +144,10 @@ static int st_initial_state(void *data, struct raft_hard_state *hs, struct raft_
     }
     if (len == 0) {
         *conf = n->boot_conf; /* a fresh cluster: --initial-cluster */
-        return 0;
+        return node__members_load(n, NULL, 0, conf);
     }
     n->conf_recorded = true;
-    return srv_node_conf_decode(buf, len, conf);
+    return node__members_load(n, buf, len, conf);
 }
 
 static int st_entries(void *data,
@@ -448,20 +182,31 @@ static raft_index st_last_index(void *data)
     return store_log_last_index(n->store);
 }
 
-/* Snapshots are a later increment: the log is never compacted, so a leader never needs
- * one; the core asks again later. */
+/* The newest snapshot's metadata (its bytes travel on the transport's own stream, so data
+ * stays NULL). Without a file for it (this node installed it, or the file was lost) the
+ * node makes one at the next chance and the core asks again later. */
 static int st_snapshot(void *data, struct raft_snapshot *snap_out)
 {
-    (void)data;
+    struct srv_node *n = data;
     memset(snap_out, 0, sizeof(*snap_out));
-    return LATCH_EUNAVAILABLE;
+    if (n->snap.index == 0 || !n->snap_file ||
+        srv_node_conf_decode(n->snap.conf, n->snap.conf_len, &snap_out->meta.conf) != 0) {
+        if (n->snap_failed_at < n->applied) { /* not again before anything new is applied */
+            n->snap_wanted = true;
+            node__kick(n);
+        }
+        return LATCH_EUNAVAILABLE;
+    }
+    snap_out->meta.index = n->snap.index;
+    snap_out->meta.term = n->snap.term;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------- */
 /* Completing proposals and reads                                                     */
 /* ---------------------------------------------------------------------------------- */
 
-static void prop_finish(struct srv_node *n, uint64_t seq, int err, const struct store_result *res)
+void node__prop_finish(struct srv_node *n, uint64_t seq, int err, const struct store_result *res)
 {
     struct node_prop *p = ring_get(&n->props, seq);
     LATCH_ASSERT(p != NULL);
@@ -469,10 +214,15 @@ static void prop_finish(struct srv_node *n, uint64_t seq, int err, const struct 
     void *data = p->data;
     p->state = PROP_DONE;
     p->entry = NULL;
+    if (err == 0) {
+        n->proposals_committed++;
+    } else {
+        n->proposals_failed++;
+    }
     cb(data, err, res);
 }
 
-static void read_finish(struct srv_node *n, uint64_t ctx, int err)
+void node__read_finish(struct srv_node *n, uint64_t ctx, int err)
 {
     struct node_read *r = ring_get(&n->reads, ctx);
     LATCH_ASSERT(r != NULL);
@@ -491,14 +241,15 @@ static void fail_all(struct srv_node *n, int err)
 {
     for (uint64_t seq = ring_begin(&n->props); seq < ring_end(&n->props); seq++) {
         if (ring_get(&n->props, seq) != NULL) {
-            prop_finish(n, seq, err, NULL);
+            node__prop_finish(n, seq, err, NULL);
         }
     }
     for (uint64_t ctx = ring_begin(&n->reads); ctx < ring_end(&n->reads); ctx++) {
         if (ring_get(&n->reads, ctx) != NULL) {
-            read_finish(n, ctx, err);
+            node__read_finish(n, ctx, err);
         }
     }
+    node__members_fail_all(n, err);
 }
 
 /* Fails what waited longer than its timeout. Deadlines rise with ids (one timeout per
@@ -511,7 +262,7 @@ static void expire(struct srv_node *n, uint64_t now)
             break;
         }
         if (p != NULL) {
-            prop_finish(n, seq, SRV_NODE_ETIMEDOUT, NULL);
+            node__prop_finish(n, seq, SRV_NODE_ETIMEDOUT, NULL);
         }
     }
     for (uint64_t ctx = ring_begin(&n->reads); ctx < ring_end(&n->reads); ctx++) {
@@ -520,7 +271,29 @@ static void expire(struct srv_node *n, uint64_t now)
             break;
         }
         if (r != NULL) {
-            read_finish(n, ctx, SRV_NODE_ETIMEDOUT);
+            node__read_finish(n, ctx, SRV_NODE_ETIMEDOUT);
+        }
+    }
+    node__members_expire(n, now);
+}
+
+/*
+ * A follower's forwarded proposal that is not in its log yet travels to one leader only. If
+ * that leader is gone (gone != RAFT_NONE: the transport dropped messages to it; else: the
+ * known leader is no longer `to`), the proposal may have been lost on the way and no timer
+ * will tell sooner than the proposal timeout (7 s by default). Fail it now with err, whose
+ * outcome is unknown like a timeout's (etcd's "request timed out, possibly due to ..."), so
+ * the client retries at once instead of waiting out its deadline.
+ */
+static void fail_forwarded(struct srv_node *n, raft_id gone, int err)
+{
+    for (uint64_t seq = ring_begin(&n->props); seq < ring_end(&n->props); seq++) {
+        struct node_prop *p = ring_get(&n->props, seq);
+        if (p == NULL || p->state != PROP_PROPOSED || p->index != 0 || p->to == RAFT_NONE) {
+            continue;
+        }
+        if (gone != RAFT_NONE ? p->to == gone : p->to != n->leader) {
+            node__prop_finish(n, seq, err, NULL);
         }
     }
 }
@@ -532,11 +305,12 @@ static void drop_queued(struct srv_node *n)
     }
     n->qmsgs_count = 0;
     n->unreachable_count = 0;
+    n->snap_reports_count = 0;
     n->missed_ticks = 0;
 }
 
 /* A store write failed: the node stops for good (node.h ERRORS). */
-static void node_fail(struct srv_node *n, int rv, const char *what)
+void node__fail(struct srv_node *n, int rv, const char *what)
 {
     if (n->failed != 0) {
         return;
@@ -559,6 +333,11 @@ static void node_fail(struct srv_node *n, int rv, const char *what)
 
 static void feed_proposals(struct srv_node *n)
 {
+    struct raft_status rs = {0};
+    if (n->prop_fed < ring_end(&n->props)) {
+        raft_status(n->raft, &rs); /* a follower forwards to rs.leader (fail_forwarded) */
+    }
+    raft_id to = rs.role == RAFT_FOLLOWER ? rs.leader : RAFT_NONE;
     /* A failure callback may propose again: the walk re-reads the end. */
     for (uint64_t seq = n->prop_fed; seq < ring_end(&n->props); seq++) {
         struct node_prop *p = ring_get(&n->props, seq);
@@ -568,9 +347,10 @@ static void feed_proposals(struct srv_node *n)
         int rv = raft_propose(n->raft, p->entry, p->entry_len);
         p->entry = NULL;
         if (rv != 0) {
-            prop_finish(n, seq, rv, NULL);
+            node__prop_finish(n, seq, rv, NULL);
         } else {
             p->state = PROP_PROPOSED;
+            p->to = to;
         }
     }
     n->prop_fed = ring_end(&n->props);
@@ -586,7 +366,7 @@ static void feed_reads(struct srv_node *n)
         }
         int rv = raft_read_index(n->raft, ctx);
         if (rv != 0) {
-            read_finish(n, ctx, rv);
+            node__read_finish(n, ctx, rv);
         } else {
             r->state = READ_ISSUED;
         }
@@ -607,11 +387,16 @@ static void feed(struct srv_node *n)
         raft_report_unreachable(n->raft, n->unreachable[i]);
     }
     n->unreachable_count = 0;
+    for (size_t i = 0; i < n->snap_reports_count; i++) {
+        raft_report_snapshot(n->raft, n->snap_report_ids[i], n->snap_report_ok[i]);
+    }
+    n->snap_reports_count = 0;
     for (; n->missed_ticks > 0; n->missed_ticks--) {
         raft_tick(n->raft);
     }
     feed_proposals(n);
     feed_reads(n);
+    node__members_feed(n);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -645,12 +430,13 @@ static void note_soft_state(struct srv_node *n, const struct raft_ready *rd)
     for (uint64_t ctx = ring_begin(&n->reads); ctx < ring_end(&n->reads); ctx++) {
         struct node_read *r = ring_get(&n->reads, ctx);
         if (r != NULL && r->state == READ_ISSUED) {
-            read_finish(n, ctx, err);
+            node__read_finish(n, ctx, err);
         }
     }
     if (n->cfg.leader != NULL) {
         n->cfg.leader(n->cfg.data, leader, rd->hard_state.term);
     }
+    node__members_note_leader(n, leader);
 }
 
 /* The ready truncates the log at ents[0].index: a proposal whose entry was at or after it
@@ -661,6 +447,10 @@ static void note_truncation(struct srv_node *n, const struct raft_entry *ents, s
     raft_index last = ents[count - 1].index;
     latch_log(LATCH_LOG_INFO, "node %llu: log truncated from %llu (had up to %llu)", ull(n->cfg.id),
               ull(first), ull(n->last_index));
+    /* An overwritten entry of ours is not lost for sure: another member that still holds it
+     * may yet win an election and commit it (this log would then take it back). Only when
+     * its index is applied with another entry is it certain never to apply: the proposal
+     * stays pending until then (complete_overwritten). */
     for (uint64_t seq = ring_begin(&n->props); seq < ring_end(&n->props); seq++) {
         struct node_prop *p = ring_get(&n->props, seq);
         if (p == NULL || p->state != PROP_PROPOSED || p->index < first || p->index == 0) {
@@ -669,8 +459,11 @@ static void note_truncation(struct srv_node *n, const struct raft_entry *ents, s
         if (p->index <= last && entry_own_seq(n, &ents[p->index - first]) == seq) {
             continue;
         }
-        prop_finish(n, seq, SRV_NODE_ELEADERCHANGED, NULL);
+        if (p->index > n->overwritten_max) {
+            n->overwritten_max = p->index;
+        }
     }
+    node__members_note_truncation(n, ents, count);
 }
 
 /* Learns where this node's proposals landed in its log (as leader or as a follower that
@@ -686,6 +479,9 @@ static void note_entries(struct srv_node *n, const struct raft_entry *ents, size
         if (p != NULL && p->state == PROP_PROPOSED && p->index == 0) {
             p->index = ents[i].index;
             p->term = ents[i].term;
+        }
+        if (ents[i].type == RAFT_ENTRY_CONF) {
+            node__members_note_entry(n, &ents[i]);
         }
     }
     n->last_index = ents[count - 1].index;
@@ -720,16 +516,15 @@ static int work_reserve(struct node_work *w, size_t count)
 }
 
 static int
-item_conf(struct srv_node *n, const struct raft_conf_state *conf, struct store_apply_item *item)
+item_conf(struct srv_node *n, const struct srv_members *ms, struct store_apply_item *item)
 {
     uint8_t *buf = latch_arena_alloc(&n->work.in, STORE_CONF_BYTES_MAX);
     size_t len = 0;
     if (buf == NULL) {
         return LATCH_ENOMEM;
     }
-    int rv = srv_node_conf_encode(conf, buf, STORE_CONF_BYTES_MAX, &len);
-    LATCH_ASSERTF(rv == 0, "membership of %u voters, %u learners: %s", conf->voters_count,
-                  conf->learners_count, latch_error_name(rv));
+    int rv = srv_members_encode(ms, buf, STORE_CONF_BYTES_MAX, &len);
+    LATCH_ASSERTF(rv == 0, "membership of %u members: %s", ms->count, latch_error_name(rv));
     item->kind = STORE_ITEM_CONF;
     item->data = buf;
     item->len = (uint32_t)len;
@@ -749,13 +544,15 @@ static int item_build(struct srv_node *n, const struct raft_entry *e, bool copy,
     n->work.seqs[i] = 0;
     if (e->type == RAFT_ENTRY_CONF) {
         struct raft_conf_state conf;
+        const struct srv_members *ms = NULL;
         raft_apply_conf_change(n->raft, e, &conf);
-        return item_conf(n, &conf, item);
+        int rv = node__members_item(n, e, &conf, &ms);
+        return rv != 0 ? rv : item_conf(n, ms, item);
     }
     if (e->len == 0 && !n->conf_recorded && n->boot_conf.voters_count > 0) {
         /* The first leader's no-op records the bootstrap membership, so that a restart no
          * longer depends on --initial-cluster. Every node of the cluster decides the same. */
-        return item_conf(n, &n->boot_conf, item);
+        return item_conf(n, node__members_boot(n), item);
     }
     raft_id id;
     uint64_t seq;
@@ -789,8 +586,8 @@ static int work_copy_after(struct node_work *w, const struct raft_ready *rd)
     for (size_t i = 0; i < n; i++) {
         entries = entries || rd->msgs_after_persist[i].entries_count > 0;
     }
-    if (rd->entries_count == 0 || !entries) {
-        return 0;
+    if ((rd->entries_count == 0 && w->compact_index == 0) || !entries) {
+        return 0; /* a compaction releases that memory too */
     }
     struct raft_msg *msgs = latch_arena_dup(&w->in, rd->msgs_after_persist, n * sizeof(*msgs));
     for (size_t i = 0; msgs != NULL && i < n; i++) {
@@ -818,7 +615,11 @@ static int work_copy_after(struct node_work *w, const struct raft_ready *rd)
 static int work_build(struct srv_node *n, const struct raft_ready *rd)
 {
     struct node_work *w = &n->work;
-    w->has_hs = rd->hard_state_changed;
+    /* A hard state whose only change is the commit index is not persisted (raft.h
+     * must_sync, etcd's MustSync): the commit is learnt again from the leader, and a
+     * restart starts from max(recorded commit, applied) (st_initial_state). With entries,
+     * a snapshot or a new term or vote it goes with them, commit included. */
+    w->has_hs = rd->hard_state_changed && rd->must_sync;
     w->hs = (struct store_hard_state){
         .term = rd->hard_state.term, .vote = rd->hard_state.vote, .commit = rd->hard_state.commit};
     w->entries = (const struct store_entry *)(const void *)rd->entries;
@@ -827,6 +628,7 @@ static int work_build(struct srv_node *n, const struct raft_ready *rd)
     w->append_rc = 0;
     w->apply_rc = 0;
     latch_arena_reset(&w->in);
+    node__snap_plan(n, rd);
     int rv = work_copy_after(w, rd);
     if (rv != 0 || rd->committed_count == 0) {
         return rv;
@@ -845,8 +647,8 @@ static int work_build(struct srv_node *n, const struct raft_ready *rd)
 static bool ready_begin(struct srv_node *n)
 {
     const struct raft_ready *rd = &n->rd;
-    if (rd->snapshot != NULL) {
-        node_fail(n, LATCH_EUNAVAILABLE, "installing a snapshot (not implemented yet)");
+    n->readies_taken++;
+    if (rd->snapshot != NULL && !node__snap_ready_begin(n, rd->snapshot)) {
         return false;
     }
     note_read_states(n, rd);
@@ -856,15 +658,33 @@ static bool ready_begin(struct srv_node *n)
     if (rd->entries_count > 0) {
         note_entries(n, rd->entries, rd->entries_count);
     }
+    if (rd->soft_state_changed) {
+        fail_forwarded(n, RAFT_NONE, LATCH_ELEADERFAIL); /* after note_entries: not in the log */
+    }
     if (rd->msgs_count > 0) {
         n->cfg.send(n->cfg.data, rd->msgs, rd->msgs_count); /* thesis §10.2.1 */
     }
     int rv = work_build(n, rd);
     if (rv != 0) {
-        node_fail(n, rv, "preparing the apply batch");
+        node__fail(n, rv, "preparing the apply batch");
         return false;
     }
     return true;
+}
+
+/* Proposals whose entry a new leader overwrote (note_truncation) once every such index has
+ * been applied with another entry: Log Matching says those indexes hold the other entries
+ * for good, so theirs will never be applied. Any proposal still pending with an index at or
+ * below the applied one is such a proposal (the batch just completed its own entries). */
+static void complete_overwritten(struct srv_node *n)
+{
+    for (uint64_t seq = ring_begin(&n->props); seq < ring_end(&n->props); seq++) {
+        struct node_prop *p = ring_get(&n->props, seq);
+        if (p != NULL && p->state == PROP_PROPOSED && p->index != 0 && p->index <= n->applied) {
+            node__prop_finish(n, seq, SRV_NODE_ELEADERCHANGED, NULL);
+        }
+    }
+    n->overwritten_max = 0;
 }
 
 static void complete_applied(struct srv_node *n)
@@ -874,8 +694,11 @@ static void complete_applied(struct srv_node *n)
         uint64_t seq = w->seqs[i];
         struct node_prop *p = seq != 0 ? ring_get(&n->props, seq) : NULL;
         if (p != NULL && p->state == PROP_PROPOSED) {
-            prop_finish(n, seq, 0, &w->results[i]);
+            node__prop_finish(n, seq, 0, &w->results[i]);
         }
+    }
+    if (n->overwritten_max != 0 && n->overwritten_max <= n->applied) {
+        complete_overwritten(n);
     }
     if (n->reads_indexed == 0) {
         return;
@@ -883,7 +706,7 @@ static void complete_applied(struct srv_node *n)
     for (uint64_t ctx = ring_begin(&n->reads); ctx < ring_end(&n->reads); ctx++) {
         struct node_read *r = ring_get(&n->reads, ctx);
         if (r != NULL && r->state == READ_INDEXED && r->index <= n->applied) {
-            read_finish(n, ctx, 0);
+            node__read_finish(n, ctx, 0);
         }
     }
 }
@@ -910,9 +733,10 @@ static void ready_finish(struct srv_node *n)
     if (applied_items > 0 && n->cfg.applied != NULL && n->state == NODE_RUNNING) {
         n->cfg.applied(n->cfg.data, n->work.results[applied_items - 1].revision);
     }
+    node__members_finish(n);
 }
 
-static void post_work(struct srv_node *n)
+void node__post_work(struct srv_node *n)
 {
     n->in_flight = true;
     pthread_mutex_lock(&n->mu);
@@ -926,16 +750,17 @@ static void pump(struct srv_node *n)
 {
     for (unsigned round = 0; round < NODE_PUMP_ROUNDS; round++) {
         if (n->state != NODE_RUNNING) {
-            kick(n); /* a callback closed the node: the next check tears it down */
+            node__kick(n); /* a callback closed the node: the next check tears it down */
             return;
         }
-        if (n->in_ready || n->failed != 0) {
+        if (n->in_ready || n->in_flight || n->failed != 0) {
             uv_idle_stop(&n->idle);
             return;
         }
         feed(n);
         if (!raft_has_ready(n->raft)) {
             uv_idle_stop(&n->idle);
+            node__snap_idle(n);
             return;
         }
         raft_ready(n->raft, &n->rd);
@@ -944,14 +769,15 @@ static void pump(struct srv_node *n)
             return;
         }
         const struct raft_ready *rd = &n->rd;
-        if (rd->hard_state_changed || rd->entries_count > 0 || rd->committed_count > 0) {
-            post_work(n);
+        if (n->work.has_hs || rd->entries_count > 0 || rd->committed_count > 0 ||
+            n->work.install != NULL || n->work.snap_record || n->work.compact_index > 0) {
+            node__post_work(n);
             uv_idle_stop(&n->idle);
             return;
         }
         ready_finish(n);
     }
-    kick(n); /* more next turn */
+    node__kick(n); /* more next turn */
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -962,13 +788,23 @@ static void work_run(struct store *s, struct node_work *w)
 {
     w->append_rc = 0;
     w->apply_rc = 0;
+    w->append_ns = 0;
+    w->apply_ns = 0;
+    if (!node__work_install(s, w)) {
+        return; /* raft.h: the snapshot is installed before the entries */
+    }
     if (w->has_hs || w->entries_count > 0) {
+        uint64_t t0 = uv_hrtime();
         w->append_rc = store_log_append(s, w->entries, w->entries_count, w->has_hs ? &w->hs : NULL);
+        w->append_ns = uv_hrtime() - t0 + 1; /* never 0 once run */
     }
     if (w->append_rc == 0 && w->items_count > 0) {
         latch_arena_reset(&w->out);
+        uint64_t t0 = uv_hrtime();
         w->apply_rc = store_apply(s, w->items, w->items_count, &w->out, w->results);
+        w->apply_ns = uv_hrtime() - t0 + 1;
     }
+    node__work_snapshot(s, w);
 }
 
 static void *thread_main(void *arg)
@@ -1025,6 +861,7 @@ static void free_mem(struct srv_node *n)
     free(n->work.items);
     free(n->work.results);
     free(n->work.seqs);
+    node__members_free(n);
     pthread_cond_destroy(&n->cv);
     pthread_mutex_destroy(&n->mu);
     free(n->dir);
@@ -1034,6 +871,9 @@ static void free_mem(struct srv_node *n)
 /* Releases the core and the store (the storage thread is gone). */
 static void release_engine(struct srv_node *n)
 {
+    node__snap_thread_stop(n); /* waits for a copy in progress */
+    store_snap_writer_abort(n->snap_pending);
+    n->snap_pending = NULL;
     raft_free(n->raft);
     n->raft = NULL;
     store_reader_free(n->reader);
@@ -1093,7 +933,7 @@ void srv_node_close(struct srv_node *n, srv_node_close_cb done_cb, void *data)
     n->close_cb = done_cb;
     n->close_data = data;
     uv_timer_stop(&n->tick);
-    kick(n); /* the teardown runs from the next check, outside any callback of ours */
+    node__kick(n); /* the teardown runs from the next check, outside any callback of ours */
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -1137,12 +977,13 @@ static void on_tick(uv_timer_t *t)
         return;
     }
     raft_tick(n->raft);
-    kick(n);
+    node__kick(n);
 }
 
 static void on_work_done(uv_async_t *a)
 {
     struct srv_node *n = a->data;
+    node__snap_thread_poll(n); /* the snapshot thread shares the handle */
     pthread_mutex_lock(&n->mu);
     bool done = n->done;
     n->done = false;
@@ -1156,16 +997,33 @@ static void on_work_done(uv_async_t *a)
         close_step(n);
         return;
     }
+    if (n->cfg.io != NULL && (n->work.append_ns != 0 || n->work.apply_ns != 0)) {
+        struct srv_node_io io = {.append_ns = n->work.append_ns,
+                                 .apply_ns = n->work.apply_ns,
+                                 .entries = n->work.entries_count,
+                                 .items = n->work.items_count};
+        n->cfg.io(n->cfg.data, &io);
+    }
     if (n->work.append_rc != 0) {
-        node_fail(n, n->work.append_rc, "persisting the log (store_log_append)");
+        node__fail(n, n->work.append_rc, "persisting the log (store_log_append)");
         return;
     }
     if (n->work.apply_rc != 0) {
-        node_fail(n, n->work.apply_rc, "applying committed entries (store_apply)");
+        node__fail(n, n->work.apply_rc, "applying committed entries (store_apply)");
+        return;
+    }
+    bool installed = false;
+    if (!node__snap_work_done(n, &installed)) {
+        node__kick(n); /* a standalone snapshot (no ready), or a failed install stopped the node */
         return;
     }
     ready_finish(n);
-    kick(n);
+    if (installed) {
+        node__snap_installed_notify(n);
+        node__members_reload(n);
+    }
+    node__snap_maybe_start(n);
+    node__kick(n);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -1209,6 +1067,10 @@ static int config_take(struct srv_node *n, const struct srv_node_config *cfg)
     n->proposal_timeout_ms =
         cfg->proposal_timeout_ms != 0 ? cfg->proposal_timeout_ms : 5000u + 2u * election;
     n->read_timeout_ms = cfg->read_timeout_ms != 0 ? cfg->read_timeout_ms : 2u * election;
+    n->snapshot_count =
+        cfg->snapshot_count != 0 ? cfg->snapshot_count : SRV_NODE_SNAPSHOT_COUNT_DEFAULT;
+    n->catchup_entries = cfg->snapshot_catchup_entries != 0 ? cfg->snapshot_catchup_entries
+                                                            : SRV_NODE_CATCHUP_ENTRIES_DEFAULT;
     for (size_t i = 0; i < cfg->initial_voters_count; i++) {
         raft_id id = cfg->initial_voters[i];
         if (id == RAFT_NONE || raft_conf_state_is_voter(&n->boot_conf, id)) {
@@ -1221,13 +1083,13 @@ static int config_take(struct srv_node *n, const struct srv_node_config *cfg)
         return LATCH_ENOMEM;
     }
     n->cfg.store.dir = n->dir;
-    return 0;
+    return node__members_config(n, cfg);
 }
 
 /* Ids of proposals and reads start at the wall clock in ms shifted left by 20 bits, so a
  * restarted node never reuses an id an entry or answer of its previous run may carry
  * (unless it made over a million a millisecond). Never 0. */
-static uint64_t node_first_id(void)
+uint64_t node__first_id(void)
 {
     uv_timeval64_t tv;
     uint64_t ms = 1;
@@ -1246,6 +1108,10 @@ static int raft_start(struct srv_node *n)
     }
     n->applied = ss.applied_index;
     n->last_index = store_log_last_index(n->store);
+    rv = node__snap_load(n);
+    if (rv != 0) {
+        return rv;
+    }
     n->storage = (struct raft_storage){
         .data = n,
         .initial_state = st_initial_state,
@@ -1273,6 +1139,9 @@ static int raft_start(struct srv_node *n)
     }
     struct raft_status st;
     raft_status(n->raft, &st);
+    LATCH_ASSERTF(st.commit >= st.applied && st.applied == n->applied,
+                  "core starts at commit %llu, applied %llu (store applied %llu)", ull(st.commit),
+                  ull(st.applied), ull(n->applied));
     if (st.conf.voters_count == 1 && st.conf.voters[0] == n->cfg.id) {
         /* The only voter needs no election timeout to know it wins: campaign now, as etcd
          * does for a one-member cluster, so it serves writes at once after a start. */
@@ -1309,7 +1178,7 @@ static int loop_start(struct srv_node *n)
     n->thread_started = true;
     uv_check_start(&n->check, on_check);
     uv_timer_start(&n->tick, on_tick, n->cfg.tick_ms, n->cfg.tick_ms);
-    kick(n);
+    node__kick(n);
     return 0;
 }
 
@@ -1327,7 +1196,7 @@ int srv_node_new(uv_loop_t *loop,
     n->loop = loop;
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cv, NULL);
-    uint64_t id0 = node_first_id();
+    uint64_t id0 = node__first_id();
     ring_init(&n->props, sizeof(struct node_prop), id0);
     ring_init(&n->reads, sizeof(struct node_read), id0);
     n->prop_fed = id0;
@@ -1377,7 +1246,7 @@ out_free:
 /* Requests                                                                           */
 /* ---------------------------------------------------------------------------------- */
 
-static int refuse_code(const struct srv_node *n)
+int node__refuse_code(const struct srv_node *n)
 {
     if (n->state != NODE_RUNNING) {
         return LATCH_ESHUTDOWN;
@@ -1389,8 +1258,9 @@ int srv_node_propose(
     struct srv_node *n, const uint8_t *cmd, size_t len, srv_node_propose_cb cb, void *data)
 {
     LATCH_ASSERT(n != NULL && cb != NULL);
-    int rv = refuse_code(n);
+    int rv = node__refuse_code(n);
     if (rv != 0) {
+        n->proposals_failed++;
         return rv;
     }
     if (cmd == NULL || len == 0) {
@@ -1415,14 +1285,14 @@ int srv_node_propose(
     p->deadline_ms = uv_now(n->loop) + n->proposal_timeout_ms;
     p->cb = cb;
     p->data = data;
-    kick(n);
+    node__kick(n);
     return 0;
 }
 
 int srv_node_read_index(struct srv_node *n, srv_node_read_cb cb, void *data)
 {
     LATCH_ASSERT(n != NULL && cb != NULL);
-    int rv = refuse_code(n);
+    int rv = node__refuse_code(n);
     if (rv != 0) {
         return rv;
     }
@@ -1435,7 +1305,7 @@ int srv_node_read_index(struct srv_node *n, srv_node_read_cb cb, void *data)
     r->deadline_ms = uv_now(n->loop) + n->read_timeout_ms;
     r->cb = cb;
     r->data = data;
-    kick(n);
+    node__kick(n);
     return 0;
 }
 
@@ -1491,7 +1361,7 @@ int srv_node_step(struct srv_node *n, const struct raft_msg *m)
         return queue_msg(n, m);
     }
     raft_step(n->raft, m);
-    kick(n);
+    node__kick(n);
     return 0;
 }
 
@@ -1501,9 +1371,13 @@ void srv_node_report_unreachable(struct srv_node *n, raft_id id)
     if (n->state != NODE_RUNNING || n->failed != 0) {
         return;
     }
+    fail_forwarded(n, id, LATCH_ECONNLOST);
+    if (n->state != NODE_RUNNING) {
+        return; /* a callback closed the node */
+    }
     if (!n->in_ready) {
         raft_report_unreachable(n->raft, id);
-        kick(n);
+        node__kick(n);
         return;
     }
     for (size_t i = 0; i < n->unreachable_count; i++) {
@@ -1516,12 +1390,37 @@ void srv_node_report_unreachable(struct srv_node *n, raft_id id)
     }
 }
 
+void srv_node_report_snapshot(struct srv_node *n, raft_id id, bool ok)
+{
+    LATCH_ASSERT(n != NULL);
+    if (n->state != NODE_RUNNING || n->failed != 0) {
+        return;
+    }
+    if (!n->in_ready) {
+        raft_report_snapshot(n->raft, id, ok);
+        node__kick(n);
+        return;
+    }
+    for (size_t i = 0; i < n->snap_reports_count; i++) {
+        if (n->snap_report_ids[i] == id) {
+            n->snap_report_ok[i] = ok; /* the latest outcome counts */
+            return;
+        }
+    }
+    if (n->snap_reports_count < RAFT_MEMBERS_MAX) {
+        n->snap_report_ids[n->snap_reports_count] = id;
+        n->snap_report_ok[n->snap_reports_count++] = ok;
+    }
+}
+
 void srv_node_status(const struct srv_node *n, struct srv_node_status *st)
 {
     LATCH_ASSERT(n != NULL && st != NULL);
     memset(st, 0, sizeof(*st));
     st->id = n->cfg.id;
     st->failed = n->failed;
+    st->proposals_committed = n->proposals_committed;
+    st->proposals_failed = n->proposals_failed;
     if (n->raft == NULL) {
         return;
     }
@@ -1533,6 +1432,10 @@ void srv_node_status(const struct srv_node *n, struct srv_node_status *st)
     st->commit = rs.commit;
     st->applied = rs.applied;
     st->last_index = rs.last_index;
+    st->first_index = rs.first_index;
+    st->snapshot_index = n->snap.index;
+    st->snapshots_created = n->snaps_created;
+    st->snapshots_installed = n->snaps_installed;
 }
 
 struct store_reader *srv_node_reader(struct srv_node *n)

@@ -317,6 +317,158 @@ void srv_peer_batch_release(struct srv_peer_batch *b)
     memset(b, 0, sizeof(*b));
 }
 
+/* ---- codec: snapshot chunks ------------------------------------------------------------ */
+
+int srv_peer_snap_chunk_encode(uint64_t cluster_id,
+                               const struct raft_msg *m,
+                               uint64_t size,
+                               uint64_t offset,
+                               const uint8_t *data,
+                               size_t len,
+                               bool last,
+                               uint8_t **buf_out,
+                               size_t *len_out)
+{
+    struct srv_peer_pb_msg pm;
+    bool have_pm = false;
+    if (len > SRV_PEER_SNAP_CHUNK_BYTES || (len > 0 && data == NULL) ||
+        (m != NULL && m->type != RAFT_MSG_SNAPSHOT)) {
+        return LATCH_EINVAL;
+    }
+    Latch__Raft__V1__SnapshotChunk c = LATCH__RAFT__V1__SNAPSHOT_CHUNK__INIT;
+    c.cluster_id = cluster_id;
+    c.offset = offset;
+    c.data.len = len;
+    c.data.data = len > 0 ? (uint8_t *)data : NULL; /* packing only reads it */
+    c.last = last;
+    if (m != NULL) {
+        int rc = srv_peer_msg_to_pb(m, &pm);
+        if (rc != 0) {
+            return rc;
+        }
+        have_pm = true;
+        c.message = &pm.msg;
+        c.size = size;
+    }
+    size_t n = latch__raft__v1__snapshot_chunk__get_packed_size(&c);
+    uint8_t *buf = malloc(n + 1);
+    if (buf != NULL) {
+        size_t packed = latch__raft__v1__snapshot_chunk__pack(&c, buf);
+        LATCH_ASSERT(packed == n);
+        *buf_out = buf;
+        *len_out = n;
+    }
+    if (have_pm) {
+        srv_peer_pb_msg_release(&pm);
+    }
+    return buf != NULL ? 0 : LATCH_ENOMEM;
+}
+
+void srv_peer_snap_rx_init(struct srv_peer_snap_rx *rx, uint64_t cluster_id, raft_id self)
+{
+    memset(rx, 0, sizeof(*rx));
+    rx->cluster_id = cluster_id;
+    rx->self = self;
+}
+
+void srv_peer_snap_chunk_free(Latch__Raft__V1__SnapshotChunk *chunk)
+{
+    if (chunk != NULL) {
+        latch__raft__v1__snapshot_chunk__free_unpacked(chunk, NULL);
+    }
+}
+
+/* The order rules of one decoded chunk (peer.h "Receiving a snapshot"). */
+static int snap_rx_check(const struct srv_peer_snap_rx *rx,
+                         const Latch__Raft__V1__SnapshotChunk *c,
+                         const char **why)
+{
+    if (c->cluster_id != rx->cluster_id) {
+        *why = "cluster id mismatch";
+        return LATCH_ENOTMEMBER;
+    }
+    if (rx->last_seen) {
+        *why = "raft: snapshot chunk after the last one";
+        return LATCH_EPROTO;
+    }
+    if (!rx->have_msg && c->message == NULL) {
+        *why = "raft: snapshot stream must start with its message";
+        return LATCH_EPROTO;
+    }
+    if (rx->have_msg && c->message != NULL) {
+        *why = "raft: snapshot message repeated";
+        return LATCH_EPROTO;
+    }
+    if (c->offset != rx->offset) {
+        *why = "raft: snapshot chunk out of order";
+        return LATCH_EPROTO;
+    }
+    if (c->data.len > SRV_PEER_SNAP_CHUNK_BYTES) {
+        *why = "raft: snapshot chunk too big";
+        return LATCH_ETOOBIG;
+    }
+    return 0;
+}
+
+int srv_peer_snap_rx_chunk(struct srv_peer_snap_rx *rx,
+                           const uint8_t *buf,
+                           size_t len,
+                           Latch__Raft__V1__SnapshotChunk **chunk_out,
+                           const uint8_t **data,
+                           size_t *data_len,
+                           bool *first,
+                           const char **why)
+{
+    struct raft_msg m;
+    *chunk_out = NULL;
+    *first = false;
+    *why = "raft: malformed snapshot chunk";
+    Latch__Raft__V1__SnapshotChunk *c = latch__raft__v1__snapshot_chunk__unpack(NULL, len, buf);
+    if (c == NULL) {
+        return LATCH_EINVAL;
+    }
+    int rc = snap_rx_check(rx, c, why);
+    if (rc == 0 && c->message != NULL) {
+        /* A SNAPSHOT message has no entries; refusing them first keeps m free of pointers
+         * into the chunk. */
+        rc = c->message->n_entries > 0 ? LATCH_EPROTO : srv_peer_msg_from_pb(c->message, &m, NULL);
+        if (rc == 0 && (m.type != RAFT_MSG_SNAPSHOT || m.to != rx->self ||
+                        m.snapshot.meta.index == 0 || m.entries_count > 0)) {
+            rc = LATCH_EPROTO;
+        }
+        if (rc != 0) {
+            *why = "raft: snapshot stream must start with its message";
+        }
+    }
+    uint64_t size = c->message != NULL ? c->size : rx->size;
+    if (rc == 0 && (c->data.len > size || rx->offset > size - c->data.len)) {
+        *why = "raft: snapshot data beyond the announced size";
+        rc = LATCH_ETOOBIG;
+    }
+    if (rc != 0) {
+        latch__raft__v1__snapshot_chunk__free_unpacked(c, NULL);
+        return rc;
+    }
+    if (c->message != NULL) {
+        rx->msg = m;
+        rx->have_msg = true;
+        rx->size = c->size;
+        *first = true;
+    }
+    rx->offset += c->data.len;
+    rx->last_seen = c->last != 0;
+    *data = c->data.len > 0 ? c->data.data : NULL;
+    *data_len = c->data.len;
+    *chunk_out = c;
+    *why = NULL;
+    return 0;
+}
+
+int srv_peer_snap_rx_complete(const struct srv_peer_snap_rx *rx)
+{
+    return rx->have_msg && rx->last_seen && rx->offset == rx->size ? 0 : LATCH_EPROTO;
+}
+
 /* ---- transport: state ------------------------------------------------------------------ */
 
 /* One encoded Batch waiting in a peer's queue; the packed bytes follow the header. */
@@ -337,11 +489,14 @@ struct peer {
     bool removed;           /* channel closing: nothing is sent or reported any more */
     bool report_unreachable;
     bool report_snapshot_failed;
+    bool report_snapshot_ok;
+    struct snap_out *snap; /* the Snapshot call streaming to this peer, or NULL */
     struct queued_batch *q_head, *q_tail;
     size_t q_msgs, q_bytes;
     struct srv_peer_stats stats;
     struct latch_log_limit drop_log;
     struct latch_log_limit call_log;
+    struct latch_log_limit conn_log; /* failed connection rounds */
     char *client_urls; /* owned; what the peer advertised on its last Send call, or NULL */
 };
 
@@ -355,9 +510,10 @@ struct incoming {
 struct srv_peer {
     uv_loop_t *loop;
     struct srv_peer_config cfg;
-    struct peer *peers;  /* added */
-    struct peer *dying;  /* removed, channel still closing */
-    struct incoming *in; /* Send calls being served */
+    struct peer *peers;      /* added */
+    struct peer *dying;      /* removed, channel still closing */
+    struct incoming *in;     /* Send calls being served */
+    struct snap_in *snap_in; /* the Snapshot call being received, or NULL */
     uv_timer_t report_timer;
     uv_timer_t ensure_timer; /* starts the Send call of a connected peer that has none */
     int timers_open;
@@ -385,6 +541,12 @@ bool srv_peer_has(const struct srv_peer *p, raft_id id)
     return peer_find(p, id) != NULL;
 }
 
+struct api_channel *srv_peer_channel(struct srv_peer *p, raft_id id)
+{
+    struct peer *pe = p->closing ? NULL : peer_find(p, id);
+    return pe != NULL && !pe->removed ? pe->ch : NULL;
+}
+
 int srv_peer_stats(const struct srv_peer *p, raft_id id, struct srv_peer_stats *out)
 {
     const struct peer *pe = peer_find(p, id);
@@ -410,7 +572,8 @@ static void report_cb(uv_timer_t *t)
             return;
         }
         struct peer *pe = p->peers;
-        while (pe != NULL && !pe->report_unreachable && !pe->report_snapshot_failed) {
+        while (pe != NULL && !pe->report_unreachable && !pe->report_snapshot_failed &&
+               !pe->report_snapshot_ok) {
             pe = pe->next;
         }
         if (pe == NULL) {
@@ -419,10 +582,12 @@ static void report_cb(uv_timer_t *t)
         raft_id id = pe->id;
         bool unreachable = pe->report_unreachable;
         bool snapshot_failed = pe->report_snapshot_failed;
+        bool snapshot_ok = pe->report_snapshot_ok && !snapshot_failed;
         pe->report_unreachable = false;
         pe->report_snapshot_failed = false;
-        if (snapshot_failed) {
-            p->cfg.snapshot_status(p->cfg.data, id, false);
+        pe->report_snapshot_ok = false;
+        if (snapshot_failed || snapshot_ok) {
+            p->cfg.snapshot_status(p->cfg.data, id, snapshot_ok);
         }
         if (unreachable && !p->closing) {
             p->cfg.unreachable(p->cfg.data, id);
@@ -683,6 +848,8 @@ static void peer_send_group(struct peer *pe, const struct raft_msg *msgs, size_t
     free(ms);
 }
 
+static void peer_snap_start(struct peer *pe, const struct raft_msg *m);
+
 void srv_peer_send(struct srv_peer *p, const struct raft_msg *msgs, size_t n)
 {
     if (p->closing || n == 0) {
@@ -695,14 +862,7 @@ void srv_peer_send(struct srv_peer *p, const struct raft_msg *msgs, size_t n)
                 continue;
             }
             if (msgs[i].type == RAFT_MSG_SNAPSHOT) {
-                latch_log(LATCH_LOG_WARN,
-                          "raft transport: node %llu: snapshot at index %llu for peer %llu not "
-                          "sent: snapshot streaming is not implemented yet",
-                          (unsigned long long)p->cfg.id,
-                          (unsigned long long)msgs[i].snapshot.meta.index,
-                          (unsigned long long)pe->id);
-                pe->report_snapshot_failed = true;
-                report_arm(p);
+                peer_snap_start(pe, &msgs[i]);
                 continue;
             }
             count++;
@@ -725,6 +885,178 @@ void srv_peer_send(struct srv_peer *p, const struct raft_msg *msgs, size_t n)
     }
 }
 
+/* ---- transport: snapshot streams, sending ---------------------------------------------- */
+
+/* The Snapshot call streaming one file to a peer (peer.h "Snapshots"). */
+struct snap_out {
+    struct api_ccall *call;
+    struct store_snap_reader *rd;
+    struct raft_msg msg; /* the SNAPSHOT message (no entries, no data) */
+    uint64_t size;
+    uint64_t offset;
+    bool first_sent;
+    bool all_sent; /* the last chunk and the half-close are queued */
+    bool writable;
+    bool acked; /* SnapshotAck{installed} arrived */
+    uint8_t *buf;
+};
+
+static void snap_out_free(struct snap_out *so)
+{
+    store_snap_reader_close(so->rd);
+    free(so->buf);
+    free(so);
+}
+
+static void peer_report_snapshot(struct peer *pe, bool ok)
+{
+    if (pe->removed) {
+        return;
+    }
+    if (ok) {
+        pe->report_snapshot_ok = true;
+    } else {
+        pe->report_snapshot_failed = true;
+    }
+    report_arm(pe->p);
+}
+
+/* Queues chunks while the call takes them; half-closes after the last. */
+static void snap_out_pump(struct peer *pe)
+{
+    struct snap_out *so = pe->snap;
+    while (so->call != NULL && so->writable && !so->all_sent) {
+        size_t n = 0;
+        int rc = 0;
+        if (so->first_sent) {
+            rc = store_snap_reader_read(so->rd, so->buf, SRV_PEER_SNAP_CHUNK_BYTES, &n);
+        }
+        bool last = so->first_sent && so->offset + n >= so->size;
+        uint8_t *chunk = NULL;
+        size_t len = 0;
+        if (rc == 0) {
+            rc = srv_peer_snap_chunk_encode(pe->p->cfg.cluster_id, so->first_sent ? NULL : &so->msg,
+                                            so->size, so->offset, so->buf, n, last, &chunk, &len);
+        }
+        bool would_block = false;
+        if (rc == 0) {
+            rc = api_ccall_send(so->call, chunk, len, &would_block);
+            free(chunk);
+        }
+        if (rc == 0 && last) {
+            rc = api_ccall_close_send(so->call);
+            so->all_sent = true;
+        }
+        if (rc != 0) {
+            latch_log(LATCH_LOG_WARN,
+                      "raft transport: node %llu: snapshot %llu to peer %llu: %s at offset %llu",
+                      (unsigned long long)pe->p->cfg.id,
+                      (unsigned long long)so->msg.snapshot.meta.index, (unsigned long long)pe->id,
+                      latch_strerror(rc), (unsigned long long)so->offset);
+            api_ccall_cancel(so->call); /* on_done reports the failure */
+            return;
+        }
+        so->first_sent = true;
+        so->offset += n;
+        so->writable = !would_block;
+    }
+}
+
+static void snap_on_message(struct api_ccall *call, const uint8_t *msg, size_t len, void *data)
+{
+    (void)call;
+    struct peer *pe = data;
+    Latch__Raft__V1__SnapshotAck *ack = latch__raft__v1__snapshot_ack__unpack(NULL, len, msg);
+    if (ack != NULL && pe->snap != NULL) {
+        pe->snap->acked = ack->installed != 0;
+    }
+    if (ack != NULL) {
+        latch__raft__v1__snapshot_ack__free_unpacked(ack, NULL);
+    }
+}
+
+static void snap_on_writable(struct api_ccall *call, void *data)
+{
+    struct peer *pe = data;
+    if (pe->snap != NULL && pe->snap->call == call) {
+        pe->snap->writable = true;
+        snap_out_pump(pe);
+    }
+}
+
+static void snap_on_done(struct api_ccall *call, int grpc_status, const char *message, void *data)
+{
+    struct peer *pe = data;
+    struct snap_out *so = pe->snap;
+    LATCH_ASSERT(so != NULL && so->call == call);
+    pe->snap = NULL;
+    bool ok = grpc_status == API_GRPC_STATUS_OK && so->acked;
+    if (!pe->removed && !pe->p->closing) {
+        latch_log(ok ? LATCH_LOG_INFO : LATCH_LOG_WARN,
+                  "raft transport: node %llu: snapshot %llu/%llu (%llu bytes) to peer %llu: %s%s%s",
+                  (unsigned long long)pe->p->cfg.id,
+                  (unsigned long long)so->msg.snapshot.meta.index,
+                  (unsigned long long)so->msg.snapshot.meta.term, (unsigned long long)so->size,
+                  (unsigned long long)pe->id, ok ? "delivered" : "failed", ok ? "" : ": ",
+                  ok ? "" : (message[0] != '\0' ? message : "no acknowledgement"));
+        peer_report_snapshot(pe, ok);
+    }
+    snap_out_free(so);
+}
+
+/* Starts streaming the file of m to pe, or reports the snapshot failed. */
+static void peer_snap_start(struct peer *pe, const struct raft_msg *m)
+{
+    static const struct api_ccall_callbacks cbs = {
+        .on_message = snap_on_message,
+        .on_writable = snap_on_writable,
+        .on_done = snap_on_done,
+    };
+    struct srv_peer *p = pe->p;
+    if (pe->snap != NULL) {
+        return; /* one at a time: the core waits for the first one's report */
+    }
+    struct snap_out *so = calloc(1, sizeof(*so));
+    int rc = so == NULL ? LATCH_ENOMEM : 0;
+    if (rc == 0) {
+        so->buf = malloc(SRV_PEER_SNAP_CHUNK_BYTES);
+        rc = so->buf == NULL ? LATCH_ENOMEM : 0;
+    }
+    if (rc == 0) {
+        rc = p->cfg.snapshot_open != NULL ? p->cfg.snapshot_open(p->cfg.data, m, &so->rd)
+                                          : LATCH_EUNAVAILABLE;
+    }
+    if (rc == 0) {
+        so->msg = *m;
+        so->msg.entries = NULL;
+        so->msg.entries_count = 0;
+        so->msg.snapshot.data = NULL;
+        so->msg.snapshot.len = 0;
+        so->size = store_snap_reader_size(so->rd);
+        struct api_call_opts opts = {.timeout_ms = SRV_PEER_SNAP_TIMEOUT_MS};
+        rc = api_ccall_start(pe->ch, SRV_PEER_SNAPSHOT_PATH, &opts, &cbs, pe, &so->call);
+    }
+    if (rc != 0) {
+        latch_log(LATCH_LOG_WARN,
+                  "raft transport: node %llu: snapshot %llu for peer %llu not sent: %s",
+                  (unsigned long long)p->cfg.id, (unsigned long long)m->snapshot.meta.index,
+                  (unsigned long long)pe->id, latch_strerror(rc));
+        if (so != NULL) {
+            snap_out_free(so);
+        }
+        peer_report_snapshot(pe, false);
+        return;
+    }
+    latch_log(LATCH_LOG_INFO,
+              "raft transport: node %llu: sending snapshot %llu/%llu (%llu bytes) to peer %llu",
+              (unsigned long long)p->cfg.id, (unsigned long long)m->snapshot.meta.index,
+              (unsigned long long)m->snapshot.meta.term, (unsigned long long)so->size,
+              (unsigned long long)pe->id);
+    so->writable = true;
+    pe->snap = so;
+    snap_out_pump(pe);
+}
+
 /* ---- transport: peers ------------------------------------------------------------------ */
 
 static void peer_check_done(struct srv_peer *p);
@@ -735,6 +1067,7 @@ static void peer_channel_closed(struct api_channel *ch, void *data)
     struct peer *pe = data;
     struct srv_peer *p = pe->p;
     LATCH_ASSERT(pe->call == NULL); /* the channel ends its calls before it closes */
+    LATCH_ASSERT(pe->snap == NULL);
     struct peer **pp = &p->dying;
     while (*pp != pe) {
         LATCH_ASSERT(*pp != NULL);
@@ -761,8 +1094,28 @@ static void peer_retire(struct peer *pe)
     pe->removed = true;
     pe->report_unreachable = false;
     pe->report_snapshot_failed = false;
+    pe->report_snapshot_ok = false;
+    if (pe->snap != NULL) {
+        api_ccall_cancel(pe->snap->call); /* its on_done frees it, reporting nothing */
+    }
     queue_drop_all(pe);
     api_channel_close(pe->ch, peer_channel_closed, pe);
+}
+
+/* A round of connection attempts to the peer failed: say why (a refused connection, a TLS
+ * failure such as a certificate that does not name the host dialed), rate-limited. */
+static void peer_channel_state(struct api_channel *ch, enum api_channel_state state, void *data)
+{
+    struct peer *pe = data;
+    size_t n;
+    if (state == API_CHANNEL_TRANSIENT_FAILURE && !pe->removed &&
+        latch_log_limit_hit(&pe->conn_log, uv_now(pe->p->loop), PEER_LOG_INTERVAL_MS, &n)) {
+        latch_log(LATCH_LOG_WARN,
+                  "raft transport: node %llu: cannot connect to peer %llu: %s (%zu time(s) "
+                  "since last line)",
+                  (unsigned long long)pe->p->cfg.id, (unsigned long long)pe->id,
+                  api_channel_last_error(ch), n);
+    }
 }
 
 static int
@@ -781,6 +1134,11 @@ peer_make(struct srv_peer *p, raft_id id, const char *const *urls, size_t n, str
         .endpoints = urls,
         .endpoints_count = n,
         .tls = p->cfg.tls,
+        /* As etcd: each peer's certificate must name the host of the URL it was dialed at
+         * (IP or DNS SAN), besides chaining to --peer-trusted-ca-file. */
+        .verify_host = true,
+        .state_cb = peer_channel_state,
+        .data = pe,
         .connect_timeout_ms = p->cfg.connect_timeout_ms,
         .backoff_initial_ms = p->cfg.backoff_initial_ms,
         .backoff_max_ms = p->cfg.backoff_max_ms,
@@ -1012,6 +1370,156 @@ static void recv_half_close(void *data, struct api_call *call)
     api_call_reply_pb(call, &ack.base);
 }
 
+/* ---- transport: snapshot streams, receiving -------------------------------------------- */
+
+/* The one Snapshot call being received (peer.h "Receiving a snapshot"). */
+struct snap_in {
+    struct srv_peer *p;
+    struct api_call *call;
+    struct srv_peer_snap_rx rx;
+    struct store_snap_writer *w; /* from the first chunk on */
+};
+
+/* Ends the call with an error (logged), aborting its writer; nothing reaches the node. */
+static void snap_in_fail(struct snap_in *si, int grpc_status, const char *message)
+{
+    struct srv_peer *p = si->p;
+    struct api_call *call = si->call;
+    if (grpc_status != API_GRPC_STATUS_CANCELLED) {
+        latch_log(LATCH_LOG_WARN,
+                  "raft transport: node %llu: refused a snapshot stream from %llu: %s (status %d)",
+                  (unsigned long long)p->cfg.id, (unsigned long long)si->rx.msg.from, message,
+                  grpc_status);
+    }
+    if (si->w != NULL) {
+        p->cfg.snapshot_recv_abort(p->cfg.data, si->w);
+    }
+    p->snap_in = NULL;
+    free(si);
+    api_call_fail(call, grpc_status, message);
+}
+
+static void snap_recv_cancel(struct api_call *call, void *data)
+{
+    (void)call;
+    snap_in_fail(data, API_GRPC_STATUS_CANCELLED, NULL); /* dead: only frees it */
+}
+
+static void snap_recv_start(void *data, struct api_call *call)
+{
+    struct srv_peer *p = data;
+    if (p->closing) {
+        api_call_fail(call, API_GRPC_STATUS_UNAVAILABLE, "raft transport closing");
+        return;
+    }
+    if (p->cfg.snapshot_recv_begin == NULL || p->cfg.snapshot_recv_end == NULL ||
+        p->cfg.snapshot_recv_abort == NULL) {
+        api_call_fail(call, API_GRPC_STATUS_UNIMPLEMENTED, "raft: snapshots not accepted");
+        return;
+    }
+    if (p->snap_in != NULL) {
+        api_call_fail(call, API_GRPC_STATUS_UNAVAILABLE,
+                      "raft: a snapshot is already being received");
+        return;
+    }
+    struct snap_in *si = calloc(1, sizeof(*si));
+    if (si == NULL) {
+        api_call_fail(call, API_GRPC_STATUS_RESOURCE_EXHAUSTED, "raft: out of memory");
+        return;
+    }
+    si->p = p;
+    si->call = call;
+    srv_peer_snap_rx_init(&si->rx, p->cfg.cluster_id, p->cfg.id);
+    p->snap_in = si;
+    api_call_set_context(call, si);
+    api_call_on_cancel(call, snap_recv_cancel, si);
+}
+
+static int snap_status_of(int rc)
+{
+    switch (rc) {
+    case LATCH_ENOTMEMBER:
+        return API_GRPC_STATUS_FAILED_PRECONDITION;
+    case LATCH_ETOOBIG:
+    case LATCH_ENOMEM:
+    case LATCH_ENOSPACE:
+        return API_GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case LATCH_ESTATE:
+    case LATCH_ESHUTDOWN:
+        return API_GRPC_STATUS_UNAVAILABLE;
+    case LATCH_EIO:
+        return API_GRPC_STATUS_INTERNAL;
+    default:
+        return API_GRPC_STATUS_INVALID_ARGUMENT;
+    }
+}
+
+static void snap_recv_message(void *data, struct api_call *call, const uint8_t *msg, size_t len)
+{
+    struct srv_peer *p = data;
+    struct snap_in *si = api_call_context(call);
+    Latch__Raft__V1__SnapshotChunk *c = NULL;
+    const uint8_t *bytes = NULL;
+    size_t n = 0;
+    bool first = false;
+    const char *why = NULL;
+    char text[128];
+    int rc = srv_peer_snap_rx_chunk(&si->rx, msg, len, &c, &bytes, &n, &first, &why);
+    if (rc != 0) {
+        snap_in_fail(si, snap_status_of(rc), why);
+        return;
+    }
+    if (first) {
+        rc = p->cfg.snapshot_recv_begin(p->cfg.data, &si->rx.msg, &si->w);
+        if (rc != 0) {
+            si->w = NULL;
+            snprintf(text, sizeof(text), "raft: cannot receive a snapshot now: %s",
+                     latch_strerror(rc));
+            srv_peer_snap_chunk_free(c);
+            snap_in_fail(si, snap_status_of(rc), text);
+            return;
+        }
+    }
+    rc = n > 0 ? store_snap_writer_write(si->w, bytes, n) : 0;
+    srv_peer_snap_chunk_free(c);
+    if (rc == LATCH_ETOOBIG) {
+        snap_in_fail(si, API_GRPC_STATUS_RESOURCE_EXHAUSTED, "raft: snapshot too big");
+    } else if (rc == LATCH_ECORRUPT || rc == LATCH_EFORMAT) {
+        snap_in_fail(si, API_GRPC_STATUS_INVALID_ARGUMENT, "raft: snapshot stream corrupt");
+    } else if (rc != 0) {
+        snprintf(text, sizeof(text), "raft: writing the snapshot: %s", latch_strerror(rc));
+        snap_in_fail(si, snap_status_of(rc), text);
+    }
+}
+
+static void snap_recv_half_close(void *data, struct api_call *call)
+{
+    struct srv_peer *p = data;
+    struct snap_in *si = api_call_context(call);
+    char text[128];
+    if (srv_peer_snap_rx_complete(&si->rx) != 0) {
+        snap_in_fail(si, API_GRPC_STATUS_INVALID_ARGUMENT, "raft: snapshot stream truncated");
+        return;
+    }
+    struct store_snap_writer *w = si->w;
+    struct raft_msg m = si->rx.msg;
+    si->w = NULL; /* recv_end takes it in every case */
+    int rc = p->cfg.snapshot_recv_end(p->cfg.data, &m, w);
+    if (rc != 0) {
+        snprintf(text, sizeof(text), "raft: snapshot refused: %s", latch_strerror(rc));
+        snap_in_fail(si,
+                     rc == LATCH_ESHUTDOWN ? API_GRPC_STATUS_UNAVAILABLE
+                                           : API_GRPC_STATUS_FAILED_PRECONDITION,
+                     text);
+        return;
+    }
+    p->snap_in = NULL;
+    free(si);
+    Latch__Raft__V1__SnapshotAck ack = LATCH__RAFT__V1__SNAPSHOT_ACK__INIT;
+    ack.installed = true;
+    api_call_reply_pb(call, &ack.base);
+}
+
 int srv_peer_register(struct srv_peer *p, struct api_server *s)
 {
     static const struct api_stream_handler handler = {
@@ -1019,10 +1527,17 @@ int srv_peer_register(struct srv_peer *p, struct api_server *s)
         .message = recv_message,
         .half_close = recv_half_close,
     };
+    static const struct api_stream_handler snap_handler = {
+        .start = snap_recv_start,
+        .message = snap_recv_message,
+        .half_close = snap_recv_half_close,
+    };
     if (p->closing) {
         return LATCH_ESTATE;
     }
-    return api_server_register_client_stream(s, SRV_PEER_SEND_PATH, &handler, p);
+    int rc = api_server_register_client_stream(s, SRV_PEER_SEND_PATH, &handler, p);
+    return rc != 0 ? rc
+                   : api_server_register_client_stream(s, SRV_PEER_SNAPSHOT_PATH, &snap_handler, p);
 }
 
 /* ---- transport: lifecycle -------------------------------------------------------------- */
@@ -1058,7 +1573,7 @@ static void peer_check_done(struct srv_peer *p)
     if (!p->closing || p->timers_open > 0 || p->dying != NULL) {
         return;
     }
-    LATCH_ASSERT(p->peers == NULL && p->in == NULL);
+    LATCH_ASSERT(p->peers == NULL && p->in == NULL && p->snap_in == NULL);
     srv_peer_close_cb cb = p->done_cb;
     void *data = p->done_data;
     free(p);
@@ -1086,6 +1601,9 @@ void srv_peer_close(struct srv_peer *p, srv_peer_close_cb done_cb, void *data)
     }
     while (p->in != NULL) {
         incoming_fail(p->in, API_GRPC_STATUS_UNAVAILABLE, "raft transport closing");
+    }
+    if (p->snap_in != NULL) {
+        snap_in_fail(p->snap_in, API_GRPC_STATUS_UNAVAILABLE, "raft transport closing");
     }
     uv_timer_stop(&p->report_timer);
     uv_close((uv_handle_t *)&p->report_timer, timer_closed);

@@ -34,11 +34,34 @@
  * its own (backoff from the config).
  *
  * Snapshots. RAFT_MSG_SNAPSHOT carries only its metadata (SnapshotMeta with ConfState) on
- * the wire; the state file is meant to travel on /latch.raft.v1.Raft/Snapshot, which is NOT
- * implemented yet (a later increment). Until then srv_peer_send() does not send a SNAPSHOT
- * message: it logs a warning and reports snapshot_status(to, false) — the transport's
- * raft_report_snapshot(to, false) — so the leader falls back to probing. The codec handles
- * SNAPSHOT messages fully (metadata only).
+ * the wire; the state file travels on its own call, /latch.raft.v1.Raft/Snapshot (client
+ * streaming, on the peer's channel). srv_peer_send() never puts a SNAPSHOT message in a
+ * Batch: it opens the file through snapshot_open() and streams it: a first SnapshotChunk
+ * with the cluster id, the message and the file's size, then chunks of at most
+ * SRV_PEER_SNAP_CHUNK_BYTES in order, the last one marked; then it half-closes. It reads the
+ * next chunk only while the call takes more (api_ccall_send's would_block, on_writable), so
+ * a stream holds about SRV_PEER_CALL_QUEUE_BYTES + one chunk of memory. One stream per peer
+ * at a time: a SNAPSHOT message for a peer that is being sent one is dropped (the core waits
+ * for the report of the first). The outcome is reported through snapshot_status(to, ok)
+ * (from a loop callback): ok when the receiver answered SnapshotAck{installed}, false when
+ * the file could not be opened, the call failed or ended without it, or the peer was
+ * removed. The call has a deadline of SRV_PEER_SNAP_TIMEOUT_MS.
+ *
+ * Receiving a snapshot. One Snapshot call at a time per transport (store/ receives into one
+ * file); another is refused UNAVAILABLE "raft: a snapshot is already being received". Each
+ * chunk is checked (srv_peer_snap_rx_chunk): it must decode (INVALID_ARGUMENT "raft:
+ * malformed snapshot chunk"), carry this cluster's id (FAILED_PRECONDITION "cluster id
+ * mismatch"), and follow the order above (INVALID_ARGUMENT naming the fault: first chunk
+ * without its SNAPSHOT message for this node, a message after the first, an offset out of
+ * order, data after the last chunk or beyond the announced size). The first chunk asks
+ * snapshot_recv_begin() for a writer; its data goes to store_snap_writer_write (a header or
+ * CRC fault: INVALID_ARGUMENT "raft: snapshot stream corrupt"; too big for this node:
+ * RESOURCE_EXHAUSTED "raft: snapshot too big"). At the client's half-close a stream without
+ * its last chunk fails INVALID_ARGUMENT "raft: snapshot stream truncated"; a complete one goes
+ * to snapshot_recv_end(), which verifies it and steps the message into Raft, and the call is
+ * answered SnapshotAck{installed: true}; if it refuses, FAILED_PRECONDITION "raft: snapshot
+ * refused: <reason>". A failed or cancelled call aborts its writer (snapshot_recv_abort), so
+ * nothing of a bad stream reaches the node.
  *
  * Receiving. Each request message of a Send call is one Batch. A Batch that does not decode
  * fails the call INVALID_ARGUMENT "raft: malformed batch"; a Batch whose cluster_id differs
@@ -73,6 +96,7 @@
 
 #include "latch/raft/raft.pb-c.h"
 #include "raft.h"
+#include "store.h"
 
 /* Target size of one encoded Batch: several small Batches keep heartbeats and votes from
  * waiting behind one huge frame, and each stays far below the receiver's message limit. */
@@ -95,11 +119,19 @@
  * max_send_queue_bytes); what is beyond waits in the peer's queue. */
 #define SRV_PEER_CALL_QUEUE_BYTES ((size_t)1 << 20)
 
+/* Data bytes of one SnapshotChunk (well under the receiver's message limit), and the
+ * deadline of one Snapshot call (a stuck stream must not keep the leader from retrying). */
+#define SRV_PEER_SNAP_CHUNK_BYTES ((size_t)1 << 20)
+#define SRV_PEER_SNAP_TIMEOUT_MS  (10u * 60u * 1000u)
+
 /* URLs of one peer (api/grpc_client: API_CHANNEL_ENDPOINTS_MAX). */
 #define SRV_PEER_URLS_MAX 16
 
-#define SRV_PEER_SEND_PATH     "/latch.raft.v1.Raft/Send"
-#define SRV_PEER_SNAPSHOT_PATH "/latch.raft.v1.Raft/Snapshot"
+#define SRV_PEER_SEND_PATH        "/latch.raft.v1.Raft/Send"
+#define SRV_PEER_SNAPSHOT_PATH    "/latch.raft.v1.Raft/Snapshot"
+/* A follower's lease requests forwarded to the leader (served by server/svc_lease.c). */
+#define SRV_PEER_LEASE_RENEW_PATH "/latch.raft.v1.Raft/LeaseRenew"
+#define SRV_PEER_LEASE_TTL_PATH   "/latch.raft.v1.Raft/LeaseTimeToLive"
 
 /* ------------------------------------------------------------------------------------ */
 /* Codec                                                                                */
@@ -177,6 +209,58 @@ int srv_peer_batch_decode(const uint8_t *buf, size_t len, struct srv_peer_batch 
 /* Frees what srv_peer_batch_decode() allocated; b's messages are gone afterwards. */
 void srv_peer_batch_release(struct srv_peer_batch *b);
 
+/*
+ * One SnapshotChunk, packed into a malloc'd *buf_out (*len_out bytes; the caller frees it):
+ * m (the SNAPSHOT message, with size) for the first chunk, NULL for the others. Returns 0,
+ * LATCH_EINVAL (m refused by srv_peer_msg_to_pb or not a SNAPSHOT, len over
+ * SRV_PEER_SNAP_CHUNK_BYTES) or LATCH_ENOMEM.
+ */
+int srv_peer_snap_chunk_encode(uint64_t cluster_id,
+                               const struct raft_msg *m,
+                               uint64_t size,
+                               uint64_t offset,
+                               const uint8_t *data,
+                               size_t len,
+                               bool last,
+                               uint8_t **buf_out,
+                               size_t *len_out);
+
+/* The receiving side's check of one Snapshot stream, chunk by chunk (no I/O). */
+struct srv_peer_snap_rx {
+    uint64_t cluster_id; /* expected */
+    raft_id self;        /* the message's `to` */
+    bool have_msg;       /* the first chunk was taken: msg is set */
+    bool last_seen;
+    uint64_t size;   /* announced bytes of the file */
+    uint64_t offset; /* bytes taken so far */
+    struct raft_msg msg;
+};
+
+void srv_peer_snap_rx_init(struct srv_peer_snap_rx *rx, uint64_t cluster_id, raft_id self);
+
+/*
+ * Decodes buf (one SnapshotChunk, len bytes, borrowed) and checks it against the stream so
+ * far; on success *data and *data_len point at its data inside *chunk_out (the caller frees it
+ * with srv_peer_snap_chunk_free, after using data) and rx moves on. *first is true for the
+ * chunk that carried the message (rx->msg). Errors, with a sentence in *why (static):
+ * LATCH_EINVAL (does not decode, or the message in it is refused), LATCH_ENOTMEMBER (another
+ * cluster id), LATCH_EPROTO (out of order, see peer.h "Receiving a snapshot"), LATCH_ETOOBIG
+ * (data beyond the announced size), LATCH_ENOMEM. rx is unchanged on failure.
+ */
+int srv_peer_snap_rx_chunk(struct srv_peer_snap_rx *rx,
+                           const uint8_t *buf,
+                           size_t len,
+                           Latch__Raft__V1__SnapshotChunk **chunk_out,
+                           const uint8_t **data,
+                           size_t *data_len,
+                           bool *first,
+                           const char **why);
+
+/* 0 when the stream ended with its last chunk and the announced size; else LATCH_EPROTO. */
+int srv_peer_snap_rx_complete(const struct srv_peer_snap_rx *rx);
+
+void srv_peer_snap_chunk_free(Latch__Raft__V1__SnapshotChunk *chunk); /* NULL is ignored */
+
 /* ------------------------------------------------------------------------------------ */
 /* Transport                                                                            */
 /* ------------------------------------------------------------------------------------ */
@@ -189,7 +273,10 @@ struct srv_peer_config {
     raft_id id;          /* this node; never RAFT_NONE */
     uint64_t cluster_id; /* sent in every Batch; Batches with another id are refused */
     /* Client TLS context for https:// peer URLs (api_tls_ctx_new(..., server = false));
-     * borrowed, must outlive the transport. NULL: only http:// URLs can be added. */
+     * borrowed, must outlive the transport. NULL: only http:// URLs can be added. Every
+     * connection checks the peer's certificate against the host of the URL it dialed (IP or
+     * DNS subjectAltName), whatever the context's server_name; a failed round of connection
+     * attempts is logged with its reason (rate-limited). */
     struct api_tls_ctx *tls;
     /* Channel knobs (api_channel_config); 0 selects the channel's defaults. */
     uint64_t connect_timeout_ms;
@@ -203,8 +290,21 @@ struct srv_peer_config {
      * Reported at most once per peer per loop turn. Required. */
     void (*unreachable)(void *data, raft_id id);
     /* The snapshot sent to id was delivered (ok) or failed: raft_report_snapshot(id, ok).
-     * For now always false (snapshots are not sent yet). Required. */
+     * Required. */
     void (*snapshot_status)(void *data, raft_id id, bool ok);
+    /* Snapshot streams (see "Snapshots" above; srv_node_snapshot_* implement them). All may
+     * be NULL: without snapshot_open a SNAPSHOT message is reported failed at once; without
+     * the three receiving ones Snapshot calls are refused UNIMPLEMENTED.
+     * snapshot_open: the file for m (a SNAPSHOT message being sent); *out is the transport's.
+     * snapshot_recv_begin: a writer for the stream m announced (m borrowed for the call).
+     * snapshot_recv_end: the stream is complete; takes w; 0 once m was handed to Raft.
+     * snapshot_recv_abort: the stream failed; frees w. */
+    int (*snapshot_open)(void *data, const struct raft_msg *m, struct store_snap_reader **out);
+    int (*snapshot_recv_begin)(void *data,
+                               const struct raft_msg *m,
+                               struct store_snap_writer **out);
+    int (*snapshot_recv_end)(void *data, const struct raft_msg *m, struct store_snap_writer *w);
+    void (*snapshot_recv_abort)(void *data, struct store_snap_writer *w);
     void *data; /* passed back to the callbacks; borrowed */
     /* This member's advertised client URLs, comma-separated (borrowed; may be NULL). Sent as
      * metadata of every Send call, so each peer can list them (srv_peer_client_urls). */
@@ -263,11 +363,19 @@ int srv_peer_update(struct srv_peer *p, raft_id id, const char *const *urls, siz
 bool srv_peer_has(const struct srv_peer *p, raft_id id);
 
 /*
+ * The channel to peer id, for unary calls of other services on the peer listener (lease
+ * forwarding: SRV_PEER_LEASE_*_PATH), or NULL when id is not added or the transport is
+ * closing. Borrowed: valid until srv_peer_remove/update(id) or srv_peer_close(); a call
+ * started on it ends (CANCELLED "channel closed" at the latest) when the channel closes.
+ */
+struct api_channel *srv_peer_channel(struct srv_peer *p, raft_id id);
+
+/*
  * Sends msgs[0..n) (borrowed for the call; everything is encoded before it returns), each to
  * its m->to, in order per destination (see "Sending" above). Messages to an unknown peer or
- * to this node are dropped with a log line and no report; SNAPSHOT messages are reported as
- * failed snapshots. Never fails and never calls back from inside: drops are reported through
- * unreachable() from a loop callback. Does nothing once srv_peer_close() was called.
+ * to this node are dropped with a log line and no report; SNAPSHOT messages start a Snapshot
+ * stream (see "Snapshots" above). Never fails and never calls back from inside: drops are reported
+ * through unreachable() from a loop callback. Does nothing once srv_peer_close() was called.
  */
 void srv_peer_send(struct srv_peer *p, const struct raft_msg *msgs, size_t n);
 
@@ -275,10 +383,10 @@ void srv_peer_send(struct srv_peer *p, const struct raft_msg *msgs, size_t n);
 int srv_peer_stats(const struct srv_peer *p, raft_id id, struct srv_peer_stats *out);
 
 /*
- * Routes SRV_PEER_SEND_PATH on s (borrowed) to this transport (see "Receiving" above). s
- * should be made with max_recv_msg_size >= SRV_PEER_SERVER_MAX_RECV_MSG_SIZE, or large
- * Batches are refused by the server with RESOURCE_EXHAUSTED. The route keeps a pointer to p:
- * s must take no new call after srv_peer_close(p) — close s first, or in the same loop turn.
+ * Routes SRV_PEER_SEND_PATH and SRV_PEER_SNAPSHOT_PATH on s (borrowed) to this transport (see
+ * "Receiving" above). s should be made with max_recv_msg_size >= SRV_PEER_SERVER_MAX_RECV_MSG_SIZE,
+ * or large Batches are refused by the server with RESOURCE_EXHAUSTED. The route keeps a pointer to
+ * p: s must take no new call after srv_peer_close(p) — close s first, or in the same loop turn.
  * Returns as api_server_register_client_stream (0, LATCH_EEXIST, LATCH_ENOMEM), or
  * LATCH_ESTATE (closing).
  */

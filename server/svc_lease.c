@@ -12,20 +12,37 @@
 #include <string.h>
 
 #include "etcd_codec.h"
+#include "grpc_client.h"
 #include "grpc_pb.h"
 #include "grpc_wire.h"
 #include "latch_arena.h"
+#include "latch_assert.h"
 #include "latch_error.h"
+#include "latch_log.h"
+#include "peer.h"
 #include "store.h"
 
 #define LEASE_LIST_PAGE 1024u
 
+/* Bound of one forwarded request, all its attempts together (etcd: its request timeout, 5 s
+ * by default), and the pause before trying again while no leader answers (etcd's follower
+ * retries at once, or waits for an election when it knows no leader). */
+#define LEASE_FWD_TIMEOUT_MS 5000u
+#define LEASE_FWD_RETRY_MS   100u
+
+struct fwd;
+
 struct srv_lease {
+    struct srv_lease *self; /* the service itself, also in the copies requests hold */
     struct srv_node *node;
     struct srv_lease_keeper *keeper;
+    struct srv_peer *peer; /* NULL: no forwarding */
+    uv_loop_t *loop;
     uint64_t cluster_id;
     uint64_t member_id;
     int64_t min_ttl;
+    struct fwd *waiting; /* forwarded requests waiting to try again (self only) */
+    bool stopped;        /* srv_lease_stop: nothing is forwarded any more (self only) */
 };
 
 static void
@@ -68,9 +85,264 @@ static void fail(struct api_call *call, int err)
     api_call_fail(call, status, msg);
 }
 
+static bool is_leader(const struct srv_lease *l)
+{
+    struct srv_node_status st;
+    srv_node_status(l->node, &st);
+    return st.role == RAFT_LEADER;
+}
+
+/* ---- forwarding a follower's KeepAlive and TimeToLive to the leader ------------------ */
+
+struct ka_stream;
+static void ka_forwarded(struct ka_stream *s, int err, int64_t id, int64_t ttl);
+static void ttl_reply(const struct srv_lease *l,
+                      struct api_call *call,
+                      int64_t id,
+                      int64_t ttl,
+                      int64_t granted,
+                      ProtobufCBinaryData *keys,
+                      size_t n_keys);
+
+enum fwd_kind { FWD_RENEW, FWD_TTL };
+
+/*
+ * One forwarded request, from fwd_start until it is answered: while a unary call to the
+ * leader is in flight it is the call's (fwd_done), while it waits to try again it is in the
+ * service's waiting list with its timer armed. Freed through its timer's close once the timer
+ * was used.
+ */
+struct fwd {
+    enum fwd_kind kind;
+    struct srv_lease ids;  /* a copy, as struct lease_wait; ids.self is the service */
+    struct ka_stream *s;   /* FWD_RENEW: the stream, which counts this as pending */
+    struct api_call *call; /* FWD_TTL: the client's call */
+    int64_t id;
+    bool keys;
+    uint64_t deadline_ms; /* uv_now: no attempt starts after it */
+    bool timer_used;
+    uv_timer_t timer;
+    struct fwd *prev, *next; /* in ids.self->waiting */
+};
+
+static void
+fwd_done(int grpc_status, const char *message, const uint8_t *resp, size_t len, void *data);
+
+static void fwd_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void fwd_free(struct fwd *f)
+{
+    if (f->timer_used) {
+        uv_close((uv_handle_t *)&f->timer, fwd_closed);
+    } else {
+        free(f);
+    }
+}
+
+/* Answers the client with err (0 is never passed here) and frees f. */
+static void fwd_answer_error(struct fwd *f, int err)
+{
+    if (f->kind == FWD_RENEW) {
+        ka_forwarded(f->s, err, f->id, 0);
+    } else {
+        fail(f->call, err);
+    }
+    fwd_free(f);
+}
+
+/* Sends f to the leader this node knows. Returns 0 (fwd_done runs later, once) or, with f
+ * still the caller's: LATCH_ENOLEADER (none known), LATCH_ELEADERCHANGED (this node became
+ * the leader meanwhile: the client asks again and is served here), LATCH_ESHUTDOWN, the
+ * channel's errors. */
+static int fwd_send(struct fwd *f)
+{
+    if (f->ids.self->stopped) {
+        return LATCH_ESHUTDOWN;
+    }
+    struct srv_node_status st;
+    srv_node_status(f->ids.node, &st);
+    if (st.leader == RAFT_NONE) {
+        return LATCH_ENOLEADER;
+    }
+    if (st.leader == st.id) {
+        return LATCH_ELEADERCHANGED;
+    }
+    struct api_channel *ch = srv_peer_channel(f->ids.peer, st.leader);
+    if (ch == NULL) {
+        return LATCH_ENOLEADER;
+    }
+    uint8_t buf[64];
+    size_t len;
+    const char *path;
+    if (f->kind == FWD_RENEW) {
+        Latch__Raft__V1__LeaseRenewRequest r = LATCH__RAFT__V1__LEASE_RENEW_REQUEST__INIT;
+        r.cluster_id = f->ids.cluster_id;
+        r.id = f->id;
+        LATCH_ASSERT(latch__raft__v1__lease_renew_request__get_packed_size(&r) <= sizeof(buf));
+        len = latch__raft__v1__lease_renew_request__pack(&r, buf);
+        path = SRV_PEER_LEASE_RENEW_PATH;
+    } else {
+        Latch__Raft__V1__LeaseTimeToLiveRequest r =
+            LATCH__RAFT__V1__LEASE_TIME_TO_LIVE_REQUEST__INIT;
+        r.cluster_id = f->ids.cluster_id;
+        r.id = f->id;
+        r.keys = f->keys;
+        LATCH_ASSERT(latch__raft__v1__lease_time_to_live_request__get_packed_size(&r) <=
+                     sizeof(buf));
+        len = latch__raft__v1__lease_time_to_live_request__pack(&r, buf);
+        path = SRV_PEER_LEASE_TTL_PATH;
+    }
+    uint64_t now = uv_now(f->ids.loop);
+    uint64_t left = f->deadline_ms > now ? f->deadline_ms - now : 1;
+    struct api_call_opts o = {.timeout_ms = left};
+    return api_channel_unary(ch, path, buf, len, &o, fwd_done, f);
+}
+
+static void fwd_unlink(struct fwd *f)
+{
+    struct srv_lease *svc = f->ids.self;
+    if (f->prev != NULL) {
+        f->prev->next = f->next;
+    } else {
+        svc->waiting = f->next;
+    }
+    if (f->next != NULL) {
+        f->next->prev = f->prev;
+    }
+    f->prev = f->next = NULL;
+}
+
+static void fwd_try(struct fwd *f);
+static void fwd_wait(struct fwd *f);
+
+static void fwd_timer_cb(uv_timer_t *t)
+{
+    struct fwd *f = t->data;
+    fwd_unlink(f);
+    fwd_try(f);
+}
+
+/*
+ * f could not be sent now (no leader known) or its attempt failed (the leader went away or
+ * lost leadership): unless f's deadline is too near, wait LEASE_FWD_RETRY_MS and try again
+ * (always through the timer: an attempt on a failing channel fails from a zero-delay
+ * callback, and trying again from there at once would spin the loop without time passing).
+ * At the deadline answer as etcd's follower does: "no leader" when none is known, else
+ * "request timed out".
+ */
+static void fwd_wait(struct fwd *f)
+{
+    struct srv_lease *svc = f->ids.self;
+    if (svc->stopped) {
+        fwd_answer_error(f, LATCH_ESHUTDOWN);
+        return;
+    }
+    if (uv_now(f->ids.loop) + LEASE_FWD_RETRY_MS >= f->deadline_ms) {
+        struct srv_node_status st;
+        srv_node_status(f->ids.node, &st);
+        fwd_answer_error(f, st.leader == RAFT_NONE ? LATCH_ENOLEADER : LATCH_ETIMEDOUT);
+        return;
+    }
+    if (!f->timer_used) {
+        uv_timer_init(f->ids.loop, &f->timer);
+        f->timer.data = f;
+        f->timer_used = true;
+    }
+    f->next = svc->waiting;
+    if (svc->waiting != NULL) {
+        svc->waiting->prev = f;
+    }
+    svc->waiting = f;
+    uv_timer_start(&f->timer, fwd_timer_cb, LEASE_FWD_RETRY_MS, 0);
+}
+
+/* Sends f, or waits to try again (fwd_wait). Answered at once: this node became the leader
+ * ("leader changed": the client asks again and is served here), a stopped service, no
+ * memory. */
+static void fwd_try(struct fwd *f)
+{
+    int rc = fwd_send(f);
+    if (rc == 0) {
+        return;
+    }
+    if (rc == LATCH_ESHUTDOWN || rc == LATCH_ELEADERCHANGED || rc == LATCH_ENOMEM) {
+        fwd_answer_error(f, rc);
+        return;
+    }
+    fwd_wait(f);
+}
+
+static void
+fwd_done(int grpc_status, const char *message, const uint8_t *resp, size_t len, void *data)
+{
+    struct fwd *f = data;
+    if (grpc_status != API_GRPC_STATUS_OK) {
+        /* Unavailable is expected while the leader changes (one line per request): debug. */
+        latch_log(grpc_status == API_GRPC_STATUS_UNAVAILABLE ? LATCH_LOG_DEBUG : LATCH_LOG_WARN,
+                  "lease: forwarding %s of lease %lld failed: %d %s",
+                  f->kind == FWD_RENEW ? "keep-alive" : "time-to-live", (long long)f->id,
+                  grpc_status, message);
+        if (grpc_status == API_GRPC_STATUS_UNAVAILABLE) {
+            /* The leader went away or is not the leader any more ("not the leader for
+             * leases"): ask whichever leader is known next, as etcd's follower loops until
+             * its deadline. */
+            fwd_wait(f);
+            return;
+        }
+        fwd_answer_error(f, grpc_status == API_GRPC_STATUS_DEADLINE_EXCEEDED ? LATCH_ETIMEDOUT
+                            : grpc_status == API_GRPC_STATUS_CANCELLED       ? LATCH_ESHUTDOWN
+                                                                             : LATCH_EPROTO);
+        return;
+    }
+    if (f->kind == FWD_RENEW) {
+        Latch__Raft__V1__LeaseRenewResponse *r =
+            latch__raft__v1__lease_renew_response__unpack(NULL, len, resp);
+        if (r == NULL) {
+            fwd_answer_error(f, LATCH_EPROTO);
+            return;
+        }
+        ka_forwarded(f->s, 0, f->id, r->ttl > 0 ? r->ttl : 0);
+        latch__raft__v1__lease_renew_response__free_unpacked(r, NULL);
+    } else {
+        Latch__Raft__V1__LeaseTimeToLiveResponse *r =
+            latch__raft__v1__lease_time_to_live_response__unpack(NULL, len, resp);
+        if (r == NULL) {
+            fwd_answer_error(f, LATCH_EPROTO);
+            return;
+        }
+        ttl_reply(&f->ids, f->call, f->id, r->ttl < 0 ? -1 : r->ttl, r->granted_ttl, r->keys,
+                  r->n_keys);
+        latch__raft__v1__lease_time_to_live_response__free_unpacked(r, NULL);
+    }
+    fwd_free(f);
+}
+
+/* Forwards a request to the leader. Returns 0: answered later (or, when the service is
+ * stopped or out of memory, already), through ka_forwarded or on call. LATCH_ENOMEM: nothing
+ * was done. */
+static int fwd_start(const struct srv_lease *l,
+                     enum fwd_kind kind,
+                     struct ka_stream *s,
+                     struct api_call *call,
+                     int64_t id,
+                     bool keys)
+{
+    struct fwd *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return LATCH_ENOMEM;
+    }
+    *f = (struct fwd){.kind = kind, .ids = *l, .s = s, .call = call, .id = id, .keys = keys};
+    f->deadline_ms = uv_now(l->loop) + LEASE_FWD_TIMEOUT_MS;
+    fwd_try(f);
+    return 0;
+}
+
 /* ---- Grant and Revoke: proposals ---------------------------------------------------- */
 
-enum lease_kind { LEASE_GRANT, LEASE_REVOKE, LEASE_TTL, LEASE_LEASES };
+enum lease_kind { LEASE_GRANT, LEASE_REVOKE, LEASE_TTL, LEASE_LEASES, LEASE_PEER_TTL };
 
 struct lease_wait {
     struct api_call *call;
@@ -174,48 +446,126 @@ static void lease_revoke(void *data, struct api_call *call, const uint8_t *req, 
 
 /* ---- TimeToLive and Leases: reads after a ReadIndex --------------------------------- */
 
+/*
+ * Remaining TTL, granted TTL and (when keys) the attached keys (into a) of lease id, as the
+ * leader knows them. Returns 0, LATCH_ENOTFOUND, LATCH_ENOTLEADER / LATCH_ENOLEADER (not the
+ * leader) or the keeper's and store's errors.
+ */
+static int ttl_lookup(const struct srv_lease *l,
+                      int64_t id,
+                      bool keys,
+                      struct latch_arena *a,
+                      int64_t *remaining,
+                      int64_t *granted,
+                      struct store_kv **kvs,
+                      size_t *n)
+{
+    *remaining = 0;
+    *granted = 0;
+    *kvs = NULL;
+    *n = 0;
+    struct store_lease sl;
+    int rc = srv_lease_keeper_remaining(l->keeper, id, remaining);
+    if (rc == 0) {
+        rc = store_lease_get(srv_node_reader(l->node), id, keys, a, &sl, kvs, n);
+    }
+    if (rc == 0) {
+        *granted = sl.ttl;
+    }
+    return rc;
+}
+
+/* Answers a client's TimeToLive (ttl -1: unknown lease) with this member's header. */
+static void ttl_reply(const struct srv_lease *l,
+                      struct api_call *call,
+                      int64_t id,
+                      int64_t ttl,
+                      int64_t granted,
+                      ProtobufCBinaryData *keys,
+                      size_t n_keys)
+{
+    Etcdserverpb__LeaseTimeToLiveResponse resp = ETCDSERVERPB__LEASE_TIME_TO_LIVE_RESPONSE__INIT;
+    Etcdserverpb__ResponseHeader hdr;
+    header_fill(l, current_revision(l), &hdr);
+    resp.header = &hdr;
+    resp.id = id;
+    resp.ttl = ttl;
+    if (ttl >= 0) {
+        resp.grantedttl = granted;
+        resp.keys = keys;
+        resp.n_keys = n_keys;
+    }
+    api_call_reply_pb(call, &resp.base);
+}
+
+/* kvs[0..n) as bytes in a; NULL when out of memory (or n is 0). */
+static ProtobufCBinaryData *keys_of(struct latch_arena *a, const struct store_kv *kvs, size_t n)
+{
+    ProtobufCBinaryData *keys = n > 0 ? latch_arena_calloc(a, n, sizeof(*keys)) : NULL;
+    for (size_t i = 0; keys != NULL && i < n; i++) {
+        keys[i].data = (uint8_t *)(uintptr_t)kvs[i].key;
+        keys[i].len = kvs[i].key_len;
+    }
+    return keys;
+}
+
+/* A client's TimeToLive after its ReadIndex: answered here on the leader, forwarded to the
+ * leader when this member is not (any more) the leader. */
 static void ttl_serve(const struct lease_wait *w)
 {
     const struct srv_lease *l = &w->ids;
     struct latch_arena a;
     latch_arena_init(&a, 0);
-    int64_t remaining = 0;
-    int rc = srv_lease_keeper_remaining(l->keeper, w->id, &remaining);
-    struct store_lease sl;
-    struct store_kv *kvs = NULL;
-    size_t n = 0;
-    if (rc == 0) {
-        rc = store_lease_get(srv_node_reader(l->node), w->id, w->keys, &a, &sl, &kvs, &n);
-    }
-    Etcdserverpb__LeaseTimeToLiveResponse resp = ETCDSERVERPB__LEASE_TIME_TO_LIVE_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader hdr;
-    header_fill(l, current_revision(l), &hdr);
-    resp.header = &hdr;
-    resp.id = w->id;
-    if (rc == LATCH_ENOTFOUND) {
-        resp.ttl = -1; /* etcd: not an error */
+    int64_t remaining, granted;
+    struct store_kv *kvs;
+    size_t n;
+    int rc = ttl_lookup(l, w->id, w->keys, &a, &remaining, &granted, &kvs, &n);
+    if (rc == LATCH_ENOTLEADER && l->peer != NULL) {
+        rc = fwd_start(l, FWD_TTL, NULL, w->call, w->id, w->keys);
+        if (rc != 0) {
+            fail(w->call, rc);
+        }
+    } else if (rc == LATCH_ENOTFOUND) {
+        ttl_reply(l, w->call, w->id, -1, 0, NULL, 0); /* etcd: not an error */
     } else if (rc != 0) {
         fail(w->call, rc);
-        latch_arena_close(&a);
-        return;
     } else {
-        resp.ttl = remaining;
-        resp.grantedttl = sl.ttl;
-        if (n > 0) {
-            resp.keys = latch_arena_calloc(&a, n, sizeof(*resp.keys));
-            if (resp.keys == NULL) {
-                fail(w->call, LATCH_ENOMEM);
-                latch_arena_close(&a);
-                return;
-            }
-            for (size_t i = 0; i < n; i++) {
-                resp.keys[i].data = (uint8_t *)(uintptr_t)kvs[i].key;
-                resp.keys[i].len = kvs[i].key_len;
-            }
-            resp.n_keys = n;
+        ProtobufCBinaryData *keys = keys_of(&a, kvs, n);
+        if (n > 0 && keys == NULL) {
+            fail(w->call, LATCH_ENOMEM);
+        } else {
+            ttl_reply(l, w->call, w->id, remaining, granted, keys, n);
         }
     }
-    api_call_reply_pb(w->call, &resp.base);
+    latch_arena_close(&a);
+}
+
+/* A follower's forwarded TimeToLive after the leader's ReadIndex (SRV_PEER_LEASE_TTL_PATH). */
+static void peer_ttl_serve(const struct lease_wait *w)
+{
+    struct latch_arena a;
+    latch_arena_init(&a, 0);
+    int64_t remaining, granted;
+    struct store_kv *kvs;
+    size_t n;
+    int rc = ttl_lookup(&w->ids, w->id, w->keys, &a, &remaining, &granted, &kvs, &n);
+    Latch__Raft__V1__LeaseTimeToLiveResponse resp =
+        LATCH__RAFT__V1__LEASE_TIME_TO_LIVE_RESPONSE__INIT;
+    if (rc == LATCH_ENOTFOUND) {
+        resp.ttl = -1;
+        rc = 0;
+    } else if (rc == 0) {
+        resp.ttl = remaining;
+        resp.granted_ttl = granted;
+        resp.keys = keys_of(&a, kvs, n);
+        resp.n_keys = n;
+        rc = n > 0 && resp.keys == NULL ? LATCH_ENOMEM : 0;
+    }
+    if (rc != 0) {
+        fail(w->call, rc);
+    } else {
+        api_call_reply_pb(w->call, &resp.base);
+    }
     latch_arena_close(&a);
 }
 
@@ -288,6 +638,8 @@ static void read_done(void *data, int err)
         fail(w->call, err);
     } else if (w->kind == LEASE_TTL) {
         ttl_serve(w);
+    } else if (w->kind == LEASE_PEER_TTL) {
+        peer_ttl_serve(w);
     } else {
         leases_serve(w);
     }
@@ -322,7 +674,15 @@ static void lease_ttl(void *data, struct api_call *call, const uint8_t *req, siz
     int64_t id = in->id;
     bool keys = in->keys;
     protobuf_c_message_free_unpacked(m, NULL);
-    read_then(data, call, LEASE_TTL, id, keys);
+    struct srv_lease *l = data;
+    if (l->peer != NULL && !is_leader(l)) {
+        int rc = fwd_start(l, FWD_TTL, NULL, call, id, keys); /* the leader reads */
+        if (rc != 0) {
+            fail(call, rc);
+        }
+        return;
+    }
+    read_then(l, call, LEASE_TTL, id, keys);
 }
 
 static void lease_leases(void *data, struct api_call *call, const uint8_t *req, size_t len)
@@ -425,6 +785,18 @@ static void ka_renewed(void *data, int err, int64_t ttl)
     ka_settle(s);
 }
 
+/* A forwarded renewal's answer (fwd_done). */
+static void ka_forwarded(struct ka_stream *s, int err, int64_t id, int64_t ttl)
+{
+    s->pending--;
+    if (err != 0) {
+        ka_finish(s, err);
+    } else {
+        ka_reply(s, id, ttl);
+    }
+    ka_settle(s);
+}
+
 static void ka_cancel(struct api_call *call, void *data)
 {
     (void)call;
@@ -478,6 +850,14 @@ static void ka_message(void *data, struct api_call *call, const uint8_t *msg, si
         return;
     }
     free(r);
+    if (rc == LATCH_ENOTLEADER && s->ids.peer != NULL) {
+        s->pending++; /* fwd_start may answer (ka_forwarded) before it returns */
+        rc = fwd_start(&s->ids, FWD_RENEW, s, NULL, id, false);
+        if (rc == 0) {
+            return;
+        }
+        s->pending--;
+    }
     if (rc != 0) {
         ka_finish(s, rc);
         ka_maybe_free(s);
@@ -510,8 +890,15 @@ int srv_lease_register(struct api_server *s,
     if (l == NULL) {
         return LATCH_ENOMEM;
     }
+    l->self = l;
     l->node = cfg->node;
     l->keeper = cfg->keeper;
+    l->peer = cfg->peer;
+    l->loop = cfg->loop;
+    if (l->peer != NULL && l->loop == NULL) {
+        free(l);
+        return LATCH_EINVAL;
+    }
     l->cluster_id = cfg->cluster_id;
     l->member_id = cfg->member_id;
     l->min_ttl = cfg->min_ttl > 0 ? cfg->min_ttl : SRV_LEASE_MIN_TTL_DEFAULT;
@@ -540,6 +927,93 @@ int srv_lease_register(struct api_server *s,
     }
     *out = l;
     return 0;
+}
+
+/* ---- the leader's side of forwarding (peer listener) ---------------------------------- */
+
+static void peer_renewed(void *data, int err, int64_t ttl)
+{
+    struct api_call *call = data;
+    if (err != 0) {
+        fail(call, err);
+        return;
+    }
+    Latch__Raft__V1__LeaseRenewResponse resp = LATCH__RAFT__V1__LEASE_RENEW_RESPONSE__INIT;
+    resp.ttl = ttl;
+    api_call_reply_pb(call, &resp.base);
+}
+
+static bool peer_cluster_ok(const struct srv_lease *l, struct api_call *call, uint64_t id)
+{
+    if (id != l->cluster_id) {
+        api_call_fail(call, API_GRPC_STATUS_FAILED_PRECONDITION, "cluster id mismatch");
+        return false;
+    }
+    return true;
+}
+
+static void peer_lease_renew(void *data, struct api_call *call, const uint8_t *req, size_t len)
+{
+    struct srv_lease *l = data;
+    ProtobufCMessage *m =
+        api_call_unpack(call, &latch__raft__v1__lease_renew_request__descriptor, req, len);
+    if (m == NULL) {
+        return;
+    }
+    const Latch__Raft__V1__LeaseRenewRequest *in = (const Latch__Raft__V1__LeaseRenewRequest *)m;
+    uint64_t cluster_id = in->cluster_id;
+    int64_t id = in->id;
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (!peer_cluster_ok(l, call, cluster_id)) {
+        return;
+    }
+    int64_t ttl = 0;
+    int rc = srv_lease_keeper_renew(l->keeper, id, peer_renewed, call, &ttl);
+    if (rc != SRV_LEASE_PENDING) {
+        peer_renewed(call, rc, ttl); /* a follower's renewal is never forwarded again */
+    }
+}
+
+static void peer_lease_ttl(void *data, struct api_call *call, const uint8_t *req, size_t len)
+{
+    struct srv_lease *l = data;
+    ProtobufCMessage *m =
+        api_call_unpack(call, &latch__raft__v1__lease_time_to_live_request__descriptor, req, len);
+    if (m == NULL) {
+        return;
+    }
+    const Latch__Raft__V1__LeaseTimeToLiveRequest *in =
+        (const Latch__Raft__V1__LeaseTimeToLiveRequest *)m;
+    uint64_t cluster_id = in->cluster_id;
+    int64_t id = in->id;
+    bool keys = in->keys;
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (peer_cluster_ok(l, call, cluster_id)) {
+        read_then(l, call, LEASE_PEER_TTL, id, keys);
+    }
+}
+
+int srv_lease_register_peer(struct api_server *peers, struct srv_lease *l)
+{
+    int rc = api_server_register_unary(peers, SRV_PEER_LEASE_RENEW_PATH, peer_lease_renew, l);
+    if (rc == 0) {
+        rc = api_server_register_unary(peers, SRV_PEER_LEASE_TTL_PATH, peer_lease_ttl, l);
+    }
+    return rc;
+}
+
+void srv_lease_stop(struct srv_lease *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    l->stopped = true;
+    while (l->waiting != NULL) {
+        struct fwd *f = l->waiting;
+        fwd_unlink(f);
+        uv_timer_stop(&f->timer);
+        fwd_answer_error(f, LATCH_ESHUTDOWN);
+    }
 }
 
 void srv_lease_free(struct srv_lease *l)

@@ -164,6 +164,14 @@ env_open(struct store *s, struct store__env *e, const char *file, char *errmsg, 
 
     if (s->opt.no_sync) {
         flags |= MDB_NOSYNC;
+    } else if (e == &s->state) {
+        /* state.mdb: each commit fdatasyncs its pages but not the meta page that points at
+         * them, which goes out with the next commit's sync (or store__state_sync). LMDB keeps
+         * the pages of the two newest commits, so a power loss may undo the newest apply,
+         * never corrupt the file; a process crash loses nothing (the page cache stays). The
+         * log holds every applied entry above the durable applied index
+         * (store__state_sync before a compaction), and the node replays from it. */
+        flags |= MDB_NOMETASYNC;
     }
     snprintf(e->path, sizeof(e->path), "%s/%s", s->dir, file);
     rc = mdb_env_create(&e->env);
@@ -435,11 +443,13 @@ static int env_format(struct store *s, bool raft, char *errmsg, size_t errmsg_si
 
 static bool dir_entry_known(const char *name)
 {
+    /* member.id: the server's identity file (server/identity.h), kept with the data. */
     static const char *const known[] = {RAFT_FILE,          RAFT_FILE "-lock",
                                         STATE_FILE,         STATE_FILE "-lock",
                                         INSTALL_TMP_FILE,   SNAP_DIR,
                                         RAFT_FILE ".init",  RAFT_FILE ".init-lock",
-                                        STATE_FILE ".init", STATE_FILE ".init-lock"};
+                                        STATE_FILE ".init", STATE_FILE ".init-lock",
+                                        "member.id",        "member.id.tmp"};
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
         if (strcmp(name, known[i]) == 0) {
             return true;
@@ -806,6 +816,12 @@ int store_reader_new(struct store *s, struct store_reader **out)
     pthread_mutex_unlock(&s->readers_lock);
     *out = r;
     return 0;
+}
+
+struct store *store_reader_store(const struct store_reader *r)
+{
+    LATCH_ASSERT(r != NULL && r->s != NULL);
+    return r->s;
 }
 
 void store_reader_free(struct store_reader *r)

@@ -15,7 +15,8 @@
  * docs/decisions/store-layout.md for the record formats and the reasons.
  *
  * Threads. One thread (the storage thread) calls every function that writes: store_log_append,
- * store_log_compact, store_log_install, store_apply, store_snapshot_*. Any thread may read
+ * store_log_compact, store_log_install, store_apply, store_snapshot_* (store_snapshot_write
+ * excepted: it may run beside it, see there). Any thread may read
  * through its own struct store_reader. The store_log_* readers (term, entries, first/last
  * index) belong to one thread at a time (the Raft thread) because store_log_entries hands
  * out a buffer the store reuses. LMDB's rule that the map may only grow while no
@@ -173,8 +174,10 @@ void store_log_release(struct store *s);
 /*
  * Drops every entry at or below index and makes index the compaction point (its term is
  * kept). index must be at or below both the last entry and the state's applied index,
- * which a snapshot or the state itself therefore covers. Errors: LATCH_EINVAL,
- * LATCH_ECOMPACTED (index below the current point), LATCH_EIO.
+ * which a snapshot or the state itself therefore covers. That applied index is the one on
+ * disk: when the newest applies may not be (store_apply), state.mdb is synced first, so a
+ * power loss right after never leaves the state below the compaction point. Errors:
+ * LATCH_EINVAL, LATCH_ECOMPACTED (index below the current point), LATCH_EIO.
  */
 int store_log_compact(struct store *s, uint64_t index);
 
@@ -194,6 +197,9 @@ struct store_reader;
 
 int store_reader_new(struct store *s, struct store_reader **out); /* LATCH_ENOMEM, LATCH_EIO */
 void store_reader_free(struct store_reader *r);                   /* NULL is ignored */
+
+/* The store r reads (for another thread's store_reader_new); borrowed as r's store is. */
+struct store *store_reader_store(const struct store_reader *r);
 
 /*
  * Pins one snapshot for every read call on r until store_reader_unpin: the calls in
@@ -665,9 +671,14 @@ struct store_result {
 
 /*
  * Applies items (consecutive indexes) in ONE LMDB write transaction that also records the
- * applied index and term, and commits it (synced unless no_sync): a crash leaves all of
- * them applied or none. Items at or below the applied index are skipped (a replay after a
- * crash is a no-op); the first other item must be applied + 1 (LATCH_EINVAL otherwise).
+ * applied index and term, and commits it: a crash leaves all of them applied or none.
+ * Durability: on return the batch survives a process crash; against a power loss
+ * state.mdb runs with LMDB's MDB_NOMETASYNC (unless no_sync: nothing is durable then), so
+ * the newest committed batch may be undone (never half of one, never a damaged file) until
+ * the next store_apply or a store_log_compact syncs it. The caller keeps every entry above
+ * the applied index in the log (store_log_compact enforces it) and replays it at start.
+ * Items at or below the applied index are skipped (a replay after a crash is a no-op);
+ * the first other item must be applied + 1 (LATCH_EINVAL otherwise).
  * results[i] (n of them, caller-owned) get each item's outcome; what they point at lives
  * in a until its next reset. The function's own return is about the batch, not the
  * commands: LATCH_ENOSPACE (the map cannot grow; nothing applied), LATCH_ENOMEM, LATCH_EIO
@@ -701,6 +712,76 @@ struct store_space {
 int store_space(struct store_reader *r, struct store_space *out);
 
 /* ---------------------------------------------------------------------------------- */
+/* Hashes and dumps (Maintenance Hash, HashKV and Snapshot)                           */
+/* ---------------------------------------------------------------------------------- */
+
+/*
+ * These read the whole history in ONE read transaction of r (which must not be pinned):
+ * their cost grows with the store, and while one runs the storage thread cannot grow the
+ * map or install a snapshot. Call them on a worker thread with a reader of its own
+ * (store_reader_new on that thread's behalf), never on the event loop.
+ */
+
+struct store_hash {
+    uint32_t hash;            /* CRC-32C (Castagnoli), see below */
+    int64_t revision;         /* the revision hashed up to */
+    int64_t current_revision; /* the store's revision in the same snapshot */
+    int64_t compact_revision;
+};
+
+/*
+ * etcd's HashKV: the CRC-32C of every history record (key bytes then value bytes, in
+ * (revision, sub-revision) order) with revision <= rev, as far back as compaction kept
+ * them: every event since the compact revision, and each key's newest put at or below it.
+ * rev 0: the current revision. Members that applied the same commands hold byte-identical
+ * records, so they report the same hash. Errors: LATCH_EINVAL (rev < 0), LATCH_EFUTUREREV,
+ * LATCH_ECOMPACTED (rev > 0 at or below the compact revision, as etcd's HashByRev),
+ * LATCH_ECORRUPT, LATCH_EIO.
+ */
+int store_hash_kv(struct store_reader *r, int64_t rev, struct store_hash *out);
+
+/* etcd's Hash: the CRC-32C of the whole history as store_hash_kv at the current revision,
+ * continued over every lease record (id, then ttl, remaining ttl and grant revision).
+ * Errors as store_hash_kv. */
+int store_hash_all(struct store_reader *r, struct store_hash *out);
+
+/* One history record for store_dump: kv.mod_revision is the event's revision; a DELETE
+ * carries only the key. Pointers are valid during the callback only. */
+struct store_dump_event {
+    int64_t revision;
+    uint32_t sub;
+    uint32_t type; /* enum store_event_type */
+    struct store_kv kv;
+};
+
+struct store_dump_info {
+    int64_t revision;
+    int64_t compact_revision;
+    uint64_t applied_index;
+    uint64_t applied_term;
+    bool alarm_nospace;
+    int64_t events_count; /* filled as the dump goes */
+};
+
+/* Callbacks of store_dump; each may be NULL, each returns 0 or an error that stops the
+ * dump and is returned by it. */
+struct store_dump_ops {
+    int (*begin)(void *data, const struct store_dump_info *info); /* before the records */
+    int (*event)(void *data, const struct store_dump_event *ev);  /* (revision, sub) order */
+    int (*lease)(void *data, const struct store_lease *l);        /* id order, after events */
+};
+
+/*
+ * Walks one consistent snapshot of the state: begin, then every history record, then
+ * every lease. info gets the snapshot's figures. Errors: the callbacks' own,
+ * LATCH_ECORRUPT, LATCH_EIO.
+ */
+int store_dump(struct store_reader *r,
+               const struct store_dump_ops *ops,
+               void *data,
+               struct store_dump_info *info);
+
+/* ---------------------------------------------------------------------------------- */
 /* Snapshots                                                                          */
 /* ---------------------------------------------------------------------------------- */
 
@@ -720,6 +801,25 @@ int store_snapshot_create(struct store *s,
                           struct store_snap_meta *meta,
                           char *path_out,
                           size_t path_cap);
+
+/*
+ * store_snapshot_create in two steps, so that the copy need not hold up the writing thread:
+ * store_snapshot_write makes the file (as above) and fills meta, but records nothing; it may
+ * run on a thread of its own while the writing thread goes on (the copy is one LMDB read
+ * transaction; it holds off only map growth and snapshot installs), one call at a time per
+ * store. store_snapshot_record then records meta in raft.mdb and deletes older files; it is
+ * a write (the writing thread). Errors: as store_snapshot_create.
+ */
+int store_snapshot_write(struct store *s,
+                         struct store_snap_meta *meta,
+                         char *path_out,
+                         size_t path_cap);
+int store_snapshot_record(struct store *s, const struct store_snap_meta *meta);
+
+/* The path of the snapshot file store_snapshot_create makes for (index, term), into buf
+ * (cap bytes; asserted large enough, 4096 always is). The file may not exist. */
+void store_snapshot_path(
+    const struct store *s, uint64_t index, uint64_t term, char *buf, size_t cap);
 
 struct store_snap_reader;
 
@@ -742,6 +842,17 @@ int store_snap_writer_new(struct store *s, struct store_snap_writer **out);
 
 /* Appends the next bytes of the stream. LATCH_ECORRUPT (bad header), LATCH_ETOOBIG, LATCH_EIO. */
 int store_snap_writer_write(struct store_snap_writer *w, const uint8_t *buf, size_t n);
+
+/*
+ * Checks, without installing, that the whole stream is in and intact: the header decoded, the
+ * data part has the announced length and CRC, and it opens as a latch state at the header's
+ * index with the header's membership (read through the page cache: no fsync, which finish
+ * does). w takes no more data after it; finish skips the copy check. meta (may be NULL)
+ * gets the header's metadata.
+ * On failure w stays failed: abort it. Errors: LATCH_ECORRUPT (short, too long, bad CRC, not
+ * a latch state, metadata mismatch), LATCH_EFORMAT, LATCH_ETOOBIG, LATCH_EIO, LATCH_ENOMEM.
+ */
+int store_snap_writer_verify(struct store_snap_writer *w, struct store_snap_meta *meta);
 
 /*
  * Completes the stream and installs it: checks length and CRC and that the copy opens as a

@@ -152,6 +152,12 @@ struct store {
     MDB_dbi lease_keys;      /* id be64 -> user keys (MDB_DUPSORT) */
     MDB_dbi tree;            /* path -> tree record (hierarchy counters) */
 
+    /* state.mdb runs with MDB_NOMETASYNC unless no_sync (store.c env_open). The writing
+     * thread's: an applied index that state.mdb holds on disk for sure (a power loss
+     * included), never above the real one; 0 until store__state_sync first syncs. */
+    uint64_t state_synced_applied;
+    uint64_t state_syncs; /* times store__state_sync synced (a probe for tests) */
+
     /* Raft-thread state for store_log_entries and the log readers. What store_log_entries
      * hands out lives in log_arena until the log next changes (store__log_changed). */
     MDB_txn *log_rtxn;
@@ -212,6 +218,15 @@ void store__log_read_end(struct store *s);
 /* The same for a reader's raft.mdb transaction (store_space). */
 int store__raft_read_begin(struct store_reader *r, MDB_txn **txn);
 void store__raft_read_end(struct store_reader *r);
+
+/*
+ * Makes state.mdb's newest commit durable against a power loss (mdb_env_sync: the meta page
+ * MDB_NOMETASYNC left in the page cache) unless state_synced_applied already reaches index;
+ * *applied gets the applied index that is now on disk (>= index unless the state has not
+ * applied that far). With no_sync only reads the applied index. The writing thread only.
+ * Errors: LATCH_ECORRUPT, LATCH_EIO (store now in ERROR).
+ */
+int store__state_sync(struct store *s, uint64_t index, uint64_t *applied);
 
 /* Opens state.mdb (creating and formatting it when missing) into s->state.env and its
  * dbis. Used by store_open and by a snapshot install after the rename. */

@@ -16,7 +16,7 @@
  * byte budget; compacting at or below the point says LATCH_ECOMPACTED. Differences that
  * come from persistence: a write is one synced LMDB transaction, so a crash keeps all of an
  * append (entries and hard state) or none of it; compaction is bounded by the state's
- * applied index instead of an in-memory snapshot.
+ * applied index as it is on disk (store__state_sync) instead of an in-memory snapshot.
  *
  * Readers of the log (term, entries, first/last index) use the Raft thread's read txn
  * (store__log_read_begin); hard_state and snapshot_meta, which other threads may call,
@@ -627,6 +627,33 @@ static int state_applied(struct store *s, uint64_t *applied)
     return rc == LATCH_ENOTFOUND ? LATCH_ECORRUPT : rc;
 }
 
+int store__state_sync(struct store *s, uint64_t index, uint64_t *applied)
+{
+    uint64_t cur = 0;
+    int rc = store_failed(s);
+    rc = rc != 0 ? rc : state_applied(s, &cur);
+    if (rc != 0 || s->opt.no_sync) {
+        *applied = cur;
+        return rc;
+    }
+    LATCH_ASSERTF(cur >= s->state_synced_applied, "applied %llu below the synced %llu",
+                  (unsigned long long)cur, (unsigned long long)s->state_synced_applied);
+    if (index > s->state_synced_applied && cur > s->state_synced_applied) {
+        /* Nothing else writes state.mdb meanwhile (this is the writing thread), so the sync
+         * covers the commit that left cur. */
+        pthread_rwlock_rdlock(&s->state.lock);
+        rc = mdb_env_sync(s->state.env, 1);
+        pthread_rwlock_unlock(&s->state.lock);
+        if (rc != 0) {
+            return store__fail(s, LATCH_EIO, "fdatasync of state.mdb before a log compaction");
+        }
+        s->state_synced_applied = cur;
+        s->state_syncs++;
+    }
+    *applied = s->state_synced_applied;
+    return 0;
+}
+
 struct store__compact_arg {
     struct store *s;
     uint64_t index;
@@ -667,7 +694,9 @@ int store_log_compact(struct store *s, uint64_t index)
 {
     LATCH_ASSERT(s != NULL);
     struct store__compact_arg ca = {.s = s, .index = index, .applied = 0};
-    int rc = state_applied(s, &ca.applied);
+    /* Never drop an entry that state.mdb may not hold after a power loss: the bound is
+     * the applied index on disk, synced first when the newest applies are not (store.h). */
+    int rc = store__state_sync(s, index, &ca.applied);
     if (rc != 0) {
         return rc;
     }

@@ -92,7 +92,8 @@ struct store_snap_writer {
     struct snap_hdr hdr; /* decoded once hdr_got == SNAP_HDR_BYTES */
     uint64_t data_got;
     uint32_t data_crc;
-    int err; /* sticky: the first failure of a write */
+    int err;       /* sticky: the first failure of a write */
+    bool verified; /* store_snap_writer_verify passed: complete, intact, a latch state */
 };
 
 /* ---------------------------------------------------------------------------------- */
@@ -478,15 +479,15 @@ static int snap_publish(const struct store *s,
     return dir_fsync(dir);
 }
 
-int store_snapshot_create(struct store *s,
-                          struct store_snap_meta *meta,
-                          char *path_out,
-                          size_t path_cap)
+int store_snapshot_write(struct store *s,
+                         struct store_snap_meta *meta,
+                         char *path_out,
+                         size_t path_cap)
 {
     char copy_path[STORE_PATH_MAX];
     char tmp_path[STORE_PATH_MAX];
     char final_path[STORE_PATH_MAX];
-    LATCH_ASSERT(s != NULL);
+    LATCH_ASSERT(s != NULL && meta != NULL);
     struct snap_hdr *h = calloc(1, sizeof(*h));
     int rc = h == NULL ? LATCH_ENOMEM : store_failed(s);
 
@@ -510,19 +511,40 @@ int store_snapshot_create(struct store *s,
     }
     (void)unlink(tmp_path);
     if (rc == 0) {
-        rc = store__log_record_snapshot(s, &h->meta);
-    }
-    if (rc == 0) {
-        snap_prune(s);
         LATCH_ASSERTF(h->data_len > 0, "empty snapshot at %llu", (unsigned long long)h->meta.index);
-        if (meta != NULL) {
-            *meta = h->meta;
-        }
+        *meta = h->meta;
         if (path_out != NULL && path_cap > 0) {
             snprintf(path_out, path_cap, "%s", final_path);
         }
     }
     free(h);
+    return rc;
+}
+
+int store_snapshot_record(struct store *s, const struct store_snap_meta *meta)
+{
+    LATCH_ASSERT(s != NULL && meta != NULL);
+    int rc = store__log_record_snapshot(s, meta);
+    if (rc == 0) {
+        snap_prune(s);
+    }
+    return rc;
+}
+
+int store_snapshot_create(struct store *s,
+                          struct store_snap_meta *meta,
+                          char *path_out,
+                          size_t path_cap)
+{
+    struct store_snap_meta *m = malloc(sizeof(*m));
+    int rc = m == NULL ? LATCH_ENOMEM : store_snapshot_write(s, m, path_out, path_cap);
+    if (rc == 0) {
+        rc = store_snapshot_record(s, m);
+    }
+    if (rc == 0 && meta != NULL) {
+        *meta = *m;
+    }
+    free(m);
     return rc;
 }
 
@@ -696,8 +718,8 @@ void store_snap_writer_abort(struct store_snap_writer *w)
     }
 }
 
-/* The stream is complete and intact; the data part is made durable and closed. */
-static int writer_verify(struct store_snap_writer *w)
+/* The stream is complete and intact (length and CRC, computed while it was written). */
+static int writer_check_complete(const struct store_snap_writer *w)
 {
     if (w->err != 0) {
         return w->err;
@@ -706,7 +728,20 @@ static int writer_verify(struct store_snap_writer *w)
         w->data_crc != w->hdr.data_crc) {
         return LATCH_ECORRUPT;
     }
-    int rc = fsync(w->fd) == 0 ? 0 : LATCH_EIO;
+    return 0;
+}
+
+/* The stream is complete and intact; the data part is made durable and closed. */
+static int writer_verify(struct store_snap_writer *w)
+{
+    int rc = writer_check_complete(w);
+    if (rc != 0) {
+        return rc;
+    }
+    if (w->fd < 0) {
+        return 0; /* done before */
+    }
+    rc = fsync(w->fd) == 0 ? 0 : LATCH_EIO;
     if (close(w->fd) != 0 && rc == 0) {
         rc = LATCH_EIO;
     }
@@ -789,6 +824,37 @@ static int state_swap(struct store *s, const char *new_path)
     return rc;
 }
 
+int store_snap_writer_verify(struct store_snap_writer *w, struct store_snap_meta *meta)
+{
+    LATCH_ASSERT(w != NULL);
+    /* No fsync here (finish does it, on the storage thread): the copy check reads the data
+     * through the page cache, so a receiver can verify on its event loop. */
+    int rc = writer_check_complete(w);
+    if (rc == 0 && !w->verified) {
+        rc = writer_check_copy(w);
+    }
+    if (rc != 0) {
+        w->err = w->err != 0 ? w->err : rc;
+        return rc;
+    }
+    w->verified = true;
+    if (meta != NULL) {
+        *meta = w->hdr.meta;
+    }
+    return 0;
+}
+
+void store_snapshot_path(
+    const struct store *s, uint64_t index, uint64_t term, char *buf, size_t cap)
+{
+    char name[64];
+
+    LATCH_ASSERT(s != NULL && buf != NULL);
+    snprintf(name, sizeof(name), "%llu-%llu.snap", (unsigned long long)index,
+             (unsigned long long)term);
+    snap_path(s, name, buf, cap);
+}
+
 int store_snap_writer_finish(struct store_snap_writer *w, struct store_snap_meta *meta)
 {
     LATCH_ASSERT(w != NULL);
@@ -801,7 +867,7 @@ int store_snap_writer_finish(struct store_snap_writer *w, struct store_snap_meta
     if (rc == 0) {
         rc = writer_check_newer(s, &w->hdr.meta);
     }
-    if (rc == 0) {
+    if (rc == 0 && !w->verified) {
         rc = writer_check_copy(w);
     }
     if (rc == 0) {

@@ -12,19 +12,28 @@
  * certificates required and verified against --trusted-ca-file with --client-cert-auth);
  * https:// peer URLs likewise with the --peer-* flags, and the peer transport dials https
  * peers with a client context (CA --peer-trusted-ca-file, client certificate
- * --peer-cert-file/--peer-key-file, no host name check: one context serves every peer, so
- * the peer CA is what identifies members). SIGHUP reloads every context from its files (new
+ * --peer-cert-file/--peer-key-file; one context serves every peer, and each connection checks
+ * the peer's certificate against the host of the URL it dialed, as etcd does: server/peer.c).
+ * SIGHUP reloads every context from its files (new
  * connections only). The admin listener is plain HTTP: https metrics URLs are refused.
  *
  * Shutdown (SIGTERM, SIGINT): the client listener drains (GOAWAY, calls in flight finish, at
- * most 2 s), then the admin listener, the peer listener and transport and the node close;
- * the process exits 0 once every handle is closed. Exit codes: 0, 1 (could not start),
- * 2 (bad configuration).
+ * most 2 s), then the admin listener, the peer listener and transport and the node close.
+ * Shutdown (SIGTERM, SIGINT) of a leader first hands leadership over (membership, below).
+ * The process exits 0 once every handle is closed. Exit codes: 0, 1 (could not start, or
+ * this member was removed from the cluster), 2 (bad configuration).
  *
- * Services: KV, Watch, Lease (keep-alives served by the leader only), Maintenance Status,
- * Alarm list and Defragment, Cluster MemberList, Auth Authenticate ("not enabled").
- * Not yet (issue 5): TLS on the admin listener, membership changes, snapshots and log
- * compaction, leadership transfer before exit, joining an existing cluster, lease forwarding.
+ * Services: KV, Watch, Lease (a follower forwards keep-alives and time-to-live to the
+ * leader: svc_lease.h), Maintenance Status, Alarm, Defragment, Hash, HashKV and Snapshot
+ * (svc_maint.h; its workers stop before the node closes), MoveLeader, Cluster
+ * (svc_cluster.h), Auth Authenticate ("not enabled").
+ * Membership (docs/decisions/membership.md): the cluster and member ids live in the data
+ * dir (server/identity.h; --initial-cluster-state existing joins through the peers'
+ * Members RPC); the transport follows the replicated membership; a removed member exits 1;
+ * on SIGTERM a leader first hands leadership to its most up-to-date voter.
+ * Snapshots and Raft log compaction: node.h; LATCH_SNAPSHOT_CATCHUP_ENTRIES (a test knob,
+ * not in --help) sets the entries kept behind a snapshot (default 5000).
+ * Not yet: TLS on the admin listener.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -40,12 +49,14 @@
 #include "config.h"
 #include "grpc_server.h"
 #include "grpc_tls.h"
+#include "identity.h"
 #include "latch_error.h"
 #include "latch_log.h"
 #include "lease.h"
 #include "metrics.h"
 #include "node.h"
 #include "peer.h"
+#include "svc_cluster.h"
 #include "svc_kv.h"
 #include "svc_lease.h"
 #include "svc_maint.h"
@@ -81,7 +92,26 @@ struct latchd {
     struct api_tls_ctx *dial_tls;   /* client side, the transport's https peer URLs */
     uv_signal_t sigterm, sigint, sighup;
     bool stopping;
+    /* Membership (docs/decisions/membership.md). */
+    struct srv_identity ident;       /* cluster id, member id, bootstrap voters */
+    struct srv_member_attrs *attrs;  /* the bootstrap voters' attributes, for the node */
+    const char **attr_urls;          /* their peer URLs when taken from `joined` */
+    struct srv_members *joined;      /* the member list a join got (strings for attrs) */
+    struct srv_members *peers_known; /* the membership the transport was last synced to */
+    struct srv_cluster *cluster;
+    uv_timer_t publish_timer;  /* publishes this member's name until it is listed */
+    bool seen_self;            /* this member was in a membership already */
+    uint64_t leaderless_since; /* uv_now when no leader was first seen; 0: has one */
+    bool transferring;         /* SIGTERM: handing leadership over before stopping */
+    int exit_code;
     raft_id leader;
+    /* Snapshot and compaction figures (snapshot_metrics_hook). */
+    struct srv_series *m_first_index;
+    struct srv_series *m_snapshot_index;
+    struct srv_series *m_snapshots_created;
+    struct srv_series *m_snapshots_installed;
+    uint64_t snapshots_created_seen;
+    uint64_t snapshots_installed_seen;
 };
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
@@ -137,6 +167,7 @@ static void node_applied(void *data, int64_t revision)
     if (d->watch != NULL) {
         srv_watch_hub_applied(d->watch, revision);
     }
+    srv_maint_applied(d->maint); /* the NOSPACE alarm when over the quota */
 }
 
 static void peer_deliver(void *data, const struct raft_msg *m)
@@ -157,9 +188,63 @@ static void peer_unreachable(void *data, raft_id id)
 
 static void peer_snapshot_status(void *data, raft_id id, bool ok)
 {
-    (void)data;
-    (void)id;
-    (void)ok; /* snapshots are not sent yet (server/peer.h) */
+    struct latchd *d = data;
+    if (d->node != NULL) {
+        srv_node_report_snapshot(d->node, id, ok);
+    }
+}
+
+/* Snapshot streams: the transport moves the bytes, the node owns the files (node.h). */
+static int peer_snapshot_open(void *data, const struct raft_msg *m, struct store_snap_reader **out)
+{
+    struct latchd *d = data;
+    return d->node != NULL ? srv_node_snapshot_open(d->node, m, out) : LATCH_ESHUTDOWN;
+}
+
+static int
+peer_snapshot_recv_begin(void *data, const struct raft_msg *m, struct store_snap_writer **out)
+{
+    struct latchd *d = data;
+    (void)m;
+    return d->node != NULL ? srv_node_snapshot_recv_begin(d->node, out) : LATCH_ESHUTDOWN;
+}
+
+static int peer_snapshot_recv_end(void *data, const struct raft_msg *m, struct store_snap_writer *w)
+{
+    struct latchd *d = data;
+    if (d->node == NULL) {
+        store_snap_writer_abort(w);
+        return LATCH_ESHUTDOWN;
+    }
+    return srv_node_snapshot_recv_end(d->node, m, w);
+}
+
+static void peer_snapshot_recv_abort(void *data, struct store_snap_writer *w)
+{
+    struct latchd *d = data;
+    if (d->node != NULL) {
+        srv_node_snapshot_recv_abort(d->node, w);
+    } else {
+        store_snap_writer_abort(w);
+    }
+}
+
+/* Entries kept behind a snapshot (node.h); LATCH_SNAPSHOT_CATCHUP_ENTRIES, a test knob
+ * left out of --help on purpose: operators should not need it. 0 or unset: the default. */
+static uint64_t snapshot_catchup_entries(void)
+{
+    const char *v = getenv("LATCH_SNAPSHOT_CATCHUP_ENTRIES");
+    char *end = NULL;
+    if (v == NULL || v[0] == '\0') {
+        return 0;
+    }
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*end != '\0' || v[0] == '-') {
+        latch_log(LATCH_LOG_WARN,
+                  "latchd: ignoring LATCH_SNAPSHOT_CATCHUP_ENTRIES=%s (not a number)", v);
+        return 0;
+    }
+    return (uint64_t)n;
 }
 
 /* ---- admin ---------------------------------------------------------------------------- */
@@ -190,10 +275,91 @@ static void metrics_hook(void *data)
     srv_gauge_set(d->std.raft_commit_index, (int64_t)st.commit);
     srv_gauge_set(d->std.raft_applied_index, (int64_t)st.applied);
     srv_gauge_set(d->std.raft_has_leader, st.leader != RAFT_NONE);
+    /* The node counts on its own; the registry's counters follow it. */
+    srv_counter_add(d->std.raft_proposals_committed,
+                    st.proposals_committed - srv_counter_value(d->std.raft_proposals_committed));
+    srv_counter_add(d->std.raft_proposals_failed,
+                    st.proposals_failed - srv_counter_value(d->std.raft_proposals_failed));
     struct store_space sp;
     if (store_space(srv_node_reader(d->node), &sp) == 0) {
         srv_gauge_set(d->std.db_size_bytes, (int64_t)(sp.file_bytes + sp.raft_file_bytes));
     }
+    struct store_status ss;
+    if (store_status(srv_node_reader(d->node), &ss) == 0) {
+        srv_gauge_set(d->std.leases, ss.leases_count);
+    }
+    srv_gauge_set(d->std.watchers,
+                  d->watch != NULL ? (int64_t)srv_watch_hub_watchers(d->watch) : 0);
+}
+
+/* The storage thread's timings of one work item (node.h srv_node_io). */
+static void node_io(void *data, const struct srv_node_io *io)
+{
+    struct latchd *d = data;
+    if (io->append_ns != 0) {
+        srv_histogram_observe(d->std.disk_fsync_duration, (double)io->append_ns / 1e9);
+    }
+    if (io->apply_ns != 0) {
+        srv_histogram_observe(d->std.apply_duration, (double)io->apply_ns / 1e9);
+    }
+}
+
+/* One answered gRPC call of a registered method (grpc_server.h api_call_observer_fn). */
+static void grpc_observed(void *data, const char *path, int grpc_status, uint64_t duration_ns)
+{
+    struct latchd *d = data;
+    (void)grpc_status;
+    srv_counter_inc(srv_metric_series(d->std.grpc_requests, path));
+    srv_histogram_observe(srv_metric_series(d->std.grpc_request_duration, path),
+                          (double)duration_ns / 1e9);
+}
+
+/* The Raft log's compaction and snapshots, from the node's status. */
+static void snapshot_metrics_hook(void *data)
+{
+    struct latchd *d = data;
+    if (d->node == NULL) {
+        return;
+    }
+    struct srv_node_status st;
+    srv_node_status(d->node, &st);
+    srv_gauge_set(d->m_first_index, (int64_t)st.first_index);
+    srv_gauge_set(d->m_snapshot_index, (int64_t)st.snapshot_index);
+    srv_counter_add(d->m_snapshots_created, st.snapshots_created - d->snapshots_created_seen);
+    srv_counter_add(d->m_snapshots_installed, st.snapshots_installed - d->snapshots_installed_seen);
+    d->snapshots_created_seen = st.snapshots_created;
+    d->snapshots_installed_seen = st.snapshots_installed;
+}
+
+static int snapshot_metrics_register(struct latchd *d)
+{
+    static const struct {
+        enum srv_metric_type type;
+        const char *name;
+        const char *help;
+        size_t offset;
+    } defs[] = {
+        {SRV_METRIC_GAUGE, "latch_raft_first_index",
+         "First index still in the Raft log (the compaction point + 1).",
+         offsetof(struct latchd, m_first_index)},
+        {SRV_METRIC_GAUGE, "latch_raft_snapshot_index", "Index of the newest snapshot; 0: none.",
+         offsetof(struct latchd, m_snapshot_index)},
+        {SRV_METRIC_COUNTER, "latch_raft_snapshots_created_total",
+         "Snapshots this member made of its state.", offsetof(struct latchd, m_snapshots_created)},
+        {SRV_METRIC_COUNTER, "latch_raft_snapshots_installed_total",
+         "Snapshots this member received from a leader and installed.",
+         offsetof(struct latchd, m_snapshots_installed)},
+    };
+    for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+        struct srv_metric *m;
+        int rc =
+            srv_metrics_register(d->metrics, defs[i].type, defs[i].name, defs[i].help, NULL, &m);
+        if (rc != 0) {
+            return rc;
+        }
+        *(struct srv_series **)(void *)((char *)d + defs[i].offset) = srv_metric_series(m, NULL);
+    }
+    return srv_metrics_add_hook(d->metrics, snapshot_metrics_hook, d);
 }
 
 /* ---- start and stop ------------------------------------------------------------------- */
@@ -269,13 +435,12 @@ static void peers_server_closed(struct api_server *s)
     g_latchd.peers = NULL;
 }
 
-/* The client listener has drained (or never existed): the rest closes, the node last. */
-static void clients_closed(struct api_server *s)
+/* The maintenance workers hold no store reader any more: the rest closes, the node last. */
+static void maint_stopped(void *data)
 {
-    (void)s;
-    struct latchd *d = &g_latchd;
-    d->clients = NULL;
+    struct latchd *d = data;
     srv_lease_keeper_stop(d->leases); /* before the node closes: lease.h */
+    srv_lease_stop(d->lease_svc);     /* before the transport closes: svc_lease.h */
     if (d->watch != NULL) {
         srv_watch_hub_close(d->watch, watch_closed, d); /* touches the node no more */
     }
@@ -292,6 +457,20 @@ static void clients_closed(struct api_server *s)
     }
 }
 
+/* The client listener has drained (or never existed): Hash, HashKV and Snapshot workers
+ * stop first (svc_maint.h), then the rest. */
+static void clients_closed(struct api_server *s)
+{
+    (void)s;
+    struct latchd *d = &g_latchd;
+    d->clients = NULL;
+    if (d->maint != NULL) {
+        srv_maint_stop(d->maint, maint_stopped, d);
+    } else {
+        maint_stopped(d);
+    }
+}
+
 static void stop(struct latchd *d)
 {
     if (d->stopping) {
@@ -299,6 +478,10 @@ static void stop(struct latchd *d)
     }
     d->stopping = true;
     latch_log(LATCH_LOG_INFO, "latchd: stopping");
+    srv_cluster_close(d->cluster);
+    if (d->publish_timer.data == d && !uv_is_closing((uv_handle_t *)&d->publish_timer)) {
+        uv_close((uv_handle_t *)&d->publish_timer, NULL);
+    }
     if (uv_is_active((uv_handle_t *)&d->sigterm)) {
         uv_close((uv_handle_t *)&d->sigterm, NULL);
         uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -311,10 +494,42 @@ static void stop(struct latchd *d)
     }
 }
 
+static void transfer_done(void *data, int err)
+{
+    struct latchd *d = data;
+    if (err == 0) {
+        latch_log(LATCH_LOG_INFO, "latchd: leadership handed over before exiting");
+    } else {
+        latch_log(LATCH_LOG_WARN, "latchd: leadership transfer before exiting failed: %s",
+                  latch_strerror(err));
+    }
+    stop(d);
+}
+
+/* SIGTERM, SIGINT: a leader with other voters first hands leadership to the most up-to-date
+ * one (bounded by two election timeouts), so the cluster does not wait an election timeout
+ * without a leader; then the process stops as before. */
 static void on_signal(uv_signal_t *sig, int signum)
 {
     (void)signum;
-    stop(sig->data);
+    struct latchd *d = sig->data;
+    if (d->stopping || d->transferring) {
+        return;
+    }
+    struct srv_node_status st;
+    if (d->node != NULL) {
+        srv_node_status(d->node, &st);
+    }
+    if (d->node != NULL && st.role == RAFT_LEADER && srv_node_members(d->node)->count > 1) {
+        uint32_t wait_ms = 2u * (d->cfg.election_timeout_ms != 0 ? d->cfg.election_timeout_ms
+                                                                 : SRV_NODE_ELECTION_MS_DEFAULT);
+        if (srv_node_transfer_leader(d->node, RAFT_NONE, wait_ms, transfer_done, d) == 0) {
+            latch_log(LATCH_LOG_INFO, "latchd: leader: transferring leadership before exiting");
+            d->transferring = true;
+            return;
+        }
+    }
+    stop(d);
 }
 
 static const char *peer_client_urls(void *data, uint64_t id)
@@ -342,7 +557,8 @@ static int maint_register(struct latchd *d)
             mm->client_urls_count = c->advertise_client_urls_count;
         }
     }
-    struct srv_maint_config mc = {.node = d->node,
+    struct srv_maint_config mc = {.loop = &d->loop,
+                                  .node = d->node,
                                   .cluster_id = d->cluster_id,
                                   .member_id = d->member_id,
                                   .members = d->members,
@@ -413,7 +629,8 @@ static int tls_start(struct latchd *d)
         dial = dial || any_tls(c->members[i].peer_urls, c->members[i].peer_urls_count);
     }
     if (rc == 0 && dial) {
-        /* No server_name: one context dials every peer, so no single host name fits; the
+        /* No server_name: one context dials every peer; the transport checks each peer's
+         * certificate against the host it dialed (api_channel_config.verify_host), and the
          * chain must verify against --peer-trusted-ca-file (docs/operations.md, TLS). */
         rc = tls_new("peer dial", false, c->peer_cert_file, c->peer_key_file,
                      c->peer_trusted_ca_file, false, &d->dial_tls);
@@ -447,6 +664,255 @@ static void on_sighup(uv_signal_t *sig, int signum)
     tls_reload_one("peer dial", d->dial_tls);
 }
 
+/* ---- membership ---------------------------------------------------------------------- */
+
+static bool same_urls(const struct srv_members *a,
+                      const struct srv_member *ma,
+                      const struct srv_members *b,
+                      const struct srv_member *mb)
+{
+    if (ma->peer_urls_count != mb->peer_urls_count) {
+        return false;
+    }
+    for (size_t i = 0; i < ma->peer_urls_count; i++) {
+        if (strcmp(srv_member_peer_url(a, ma, i), srv_member_peer_url(b, mb, i)) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The transport follows the membership: new members are added, moved ones updated, removed
+ * ones forgotten. */
+static void peers_sync(struct latchd *d, const struct srv_members *ms)
+{
+    for (uint32_t i = 0; d->peer != NULL && i < ms->count; i++) {
+        const struct srv_member *m = &ms->m[i];
+        const struct srv_member *old = srv_members_find(d->peers_known, m->id);
+        if (m->id == d->member_id || m->peer_urls_count == 0 ||
+            (old != NULL && srv_peer_has(d->peer, m->id) &&
+             same_urls(d->peers_known, old, ms, m))) {
+            continue;
+        }
+        const char *urls[SRV_MEMBER_URLS_MAX];
+        for (size_t k = 0; k < m->peer_urls_count; k++) {
+            urls[k] = srv_member_peer_url(ms, m, k);
+        }
+        int rc = srv_peer_has(d->peer, m->id)
+                     ? srv_peer_update(d->peer, m->id, urls, m->peer_urls_count)
+                     : srv_peer_add(d->peer, m->id, urls, m->peer_urls_count);
+        latch_log(rc == 0 ? LATCH_LOG_INFO : LATCH_LOG_ERROR, "latchd: peer %016llx at %s%s%s",
+                  (unsigned long long)m->id, urls[0], rc == 0 ? "" : ": ",
+                  rc == 0 ? "" : latch_strerror(rc));
+    }
+    if (d->joined != NULL && !d->seen_self) {
+        /* A joiner replaying the log passes through older memberships: it keeps every peer
+         * it knows (the leader among them) until its own addition is applied. */
+        for (uint32_t i = 0; i < ms->count; i++) {
+            const struct srv_member *m = &ms->m[i];
+            const char *urls[SRV_MEMBER_URLS_MAX];
+            for (size_t k = 0; k < m->peer_urls_count; k++) {
+                urls[k] = srv_member_peer_url(ms, m, k);
+            }
+            struct srv_member_attrs a = {.peer_urls = urls, .peer_urls_count = m->peer_urls_count};
+            if (srv_members_find(d->peers_known, m->id) == NULL) {
+                (void)srv_members_add(d->peers_known, m->id, m->learner, &a);
+            } else {
+                (void)srv_members_set_attrs(d->peers_known, m->id, &a);
+            }
+        }
+        return;
+    }
+    for (uint32_t i = 0; d->peer != NULL && i < d->peers_known->count; i++) {
+        raft_id id = d->peers_known->m[i].id;
+        if (srv_members_find(ms, id) == NULL && srv_peer_has(d->peer, id)) {
+            latch_log(LATCH_LOG_INFO, "latchd: peer %016llx removed", (unsigned long long)id);
+            srv_peer_remove(d->peer, id);
+        }
+    }
+    *d->peers_known = *ms;
+}
+
+static void node_members_changed(void *data, const struct srv_members *ms)
+{
+    struct latchd *d = data;
+    peers_sync(d, ms);
+    const struct srv_member *self = srv_members_find(ms, d->member_id);
+    if (self != NULL) {
+        d->seen_self = true;
+        return;
+    }
+    if (d->seen_self && !d->stopping) {
+        /* etcd exits too: a removed member must not serve stale data or campaign. */
+        latch_log(LATCH_LOG_ERROR,
+                  "latchd: this member (%016llx) was removed from the cluster; stopping. Its data "
+                  "dir cannot rejoin: remove it before adding the machine again",
+                  (unsigned long long)d->member_id);
+        d->exit_code = 1;
+        stop(d);
+    }
+}
+
+static void removed_answer(void *data, bool removed)
+{
+    struct latchd *d = data;
+    if (removed && !d->stopping) {
+        latch_log(LATCH_LOG_ERROR,
+                  "latchd: this member (%016llx) was removed from the cluster (the other members "
+                  "no longer list it); stopping. Its data dir cannot rejoin: remove it before "
+                  "adding the machine again",
+                  (unsigned long long)d->member_id);
+        d->exit_code = 1;
+        stop(d);
+    }
+}
+
+/*
+ * Once a second: until this member's name is listed (a joiner starts unnamed: etcd's
+ * "unstarted"), asks the leader to record it; and while it has had no leader for a few
+ * election timeouts, asks another member whether it is still a member (a removed follower
+ * never learns of its removal from the log: the leader stops replicating to it at once).
+ */
+static void on_publish_timer(uv_timer_t *t)
+{
+    struct latchd *d = t->data;
+    if (d->node == NULL || d->cluster == NULL || d->stopping) {
+        return;
+    }
+    const struct srv_members *ms = srv_node_members(d->node);
+    const struct srv_member *self = srv_members_find(ms, d->member_id);
+    if (self != NULL && strcmp(srv_member_name(ms, self), d->cfg.name) != 0) {
+        (void)srv_cluster_publish(d->cluster, d->cfg.name);
+    }
+    struct srv_node_status st;
+    srv_node_status(d->node, &st);
+    uint64_t now = uv_now(&d->loop);
+    if (st.leader != RAFT_NONE || d->leaderless_since == 0) {
+        d->leaderless_since = st.leader != RAFT_NONE ? 0 : now;
+        return;
+    }
+    uint64_t election =
+        d->cfg.election_timeout_ms != 0 ? d->cfg.election_timeout_ms : SRV_NODE_ELECTION_MS_DEFAULT;
+    if (d->seen_self && now - d->leaderless_since >= 3 * election) {
+        (void)srv_cluster_check_removed(d->cluster, removed_answer, d);
+    }
+}
+
+/* Asks the other members of --initial-cluster for the member list (identity.h). */
+static int join_query(struct latchd *d, struct srv_identity *id, char *err, size_t cap)
+{
+    struct latchd_config *c = &d->cfg;
+    const char *urls[64];
+    size_t n = 0;
+    for (size_t i = 0; i < c->members_count; i++) {
+        if (strcmp(c->members[i].name, c->name) == 0) {
+            continue;
+        }
+        for (size_t k = 0; k < c->members[i].peer_urls_count && n < 64; k++) {
+            urls[n++] = c->members[i].peer_urls[k];
+        }
+    }
+    if (d->joined == NULL) {
+        d->joined = calloc(1, sizeof(*d->joined));
+    }
+    if (d->joined == NULL) {
+        return LATCH_ENOMEM;
+    }
+    return srv_identity_join(urls, n, d->dial_tls,
+                             (const char *const *)c->initial_advertise_peer_urls,
+                             c->initial_advertise_peer_urls_count, 5000, id, d->joined, err, cap);
+}
+
+/*
+ * Who this member is: read from the data dir, or made at the first start, from
+ * --initial-cluster (state new) or by asking the cluster (state existing). Returns 0, or an
+ * error after logging it.
+ */
+static int identity_start(struct latchd *d)
+{
+    struct latchd_config *c = &d->cfg;
+    char err[512];
+    int rc = srv_identity_load(c->data_dir, &d->ident, err, sizeof(err));
+    if (rc == 0) {
+        if (strcmp(d->ident.name, c->name) != 0) {
+            latch_log(LATCH_LOG_ERROR,
+                      "latchd: data dir %s belongs to member \"%s\" (%016llx) of cluster %016llx, "
+                      "but --name is \"%s\"; refusing to start",
+                      c->data_dir, d->ident.name, (unsigned long long)d->ident.member_id,
+                      (unsigned long long)d->ident.cluster_id, c->name);
+            return LATCH_EINVAL;
+        }
+        return 0;
+    }
+    if (rc != LATCH_ENOTFOUND) {
+        latch_log(LATCH_LOG_ERROR, "latchd: %s", err);
+        return rc;
+    }
+    snprintf(d->ident.name, sizeof(d->ident.name), "%s", c->name);
+    char data_file[4096];
+    snprintf(data_file, sizeof(data_file), "%s/raft.mdb", c->data_dir);
+    bool has_data = access(data_file, F_OK) == 0;
+    if (c->initial_cluster_state == LATCHD_CLUSTER_EXISTING && !has_data) {
+        rc = join_query(d, &d->ident, err, sizeof(err));
+        if (rc != 0) {
+            latch_log(LATCH_LOG_ERROR, "latchd: joining the cluster: %s", err);
+            return rc;
+        }
+        snprintf(d->ident.name, sizeof(d->ident.name), "%s", c->name);
+        latch_log(LATCH_LOG_INFO, "latchd: joining cluster %016llx as member %016llx (%u members)",
+                  (unsigned long long)d->ident.cluster_id, (unsigned long long)d->ident.member_id,
+                  d->joined->count);
+    } else {
+        /* A new cluster (or a data dir from before member.id existed): ids from the flags. */
+        d->ident.cluster_id = d->cluster_id;
+        d->ident.member_id = d->member_id;
+        d->ident.bootstrap_count = 0;
+        for (size_t i = 0; i < c->members_count && i < RAFT_MEMBERS_MAX; i++) {
+            d->ident.bootstrap[d->ident.bootstrap_count++] = d->ids[i];
+        }
+    }
+    rc = srv_identity_save(c->data_dir, &d->ident, err, sizeof(err));
+    if (rc != 0) {
+        latch_log(LATCH_LOG_ERROR, "latchd: %s", err);
+    }
+    return rc;
+}
+
+/* The bootstrap voters' attributes (for the node's first membership record): from the join's
+ * member list, else from --initial-cluster. */
+static int identity_attrs(struct latchd *d)
+{
+    struct latchd_config *c = &d->cfg;
+    d->attrs = calloc(d->ident.bootstrap_count + 1, sizeof(*d->attrs));
+    d->attr_urls = calloc((d->ident.bootstrap_count + 1) * SRV_MEMBER_URLS_MAX, sizeof(char *));
+    if (d->attrs == NULL || d->attr_urls == NULL) {
+        return LATCH_ENOMEM;
+    }
+    for (size_t i = 0; i < d->ident.bootstrap_count; i++) {
+        raft_id id = d->ident.bootstrap[i];
+        struct srv_member_attrs *a = &d->attrs[i];
+        const struct srv_member *m = d->joined != NULL ? srv_members_find(d->joined, id) : NULL;
+        if (m != NULL) {
+            const char **urls = d->attr_urls + i * SRV_MEMBER_URLS_MAX;
+            for (size_t k = 0; k < m->peer_urls_count; k++) {
+                urls[k] = srv_member_peer_url(d->joined, m, k);
+            }
+            a->name = srv_member_name(d->joined, m);
+            a->peer_urls = urls;
+            a->peer_urls_count = m->peer_urls_count;
+            continue;
+        }
+        for (size_t k = 0; k < c->members_count; k++) {
+            if (d->ids[k] == id) {
+                a->name = c->members[k].name;
+                a->peer_urls = (const char *const *)c->members[k].peer_urls;
+                a->peer_urls_count = c->members[k].peer_urls_count;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Makes every part and starts listening. Returns 0, or an error after logging it. */
 static int start(struct latchd *d)
 {
@@ -470,19 +936,34 @@ static int start(struct latchd *d)
     d->cluster_id = fnv1a(FNV_OFFSET, sorted, c->members_count * sizeof(*sorted));
     d->cluster_id = d->cluster_id != 0 ? d->cluster_id : 1;
     free(sorted);
-    latch_log(LATCH_LOG_INFO, "latchd: member %s id %016llx, cluster %016llx, data dir %s", c->name,
-              (unsigned long long)d->member_id, (unsigned long long)d->cluster_id, c->data_dir);
 
     int rc = tls_start(d);
     if (rc != 0) {
         return rc;
     }
+    d->peers_known = calloc(1, sizeof(*d->peers_known));
+    if (d->peers_known == NULL) {
+        return LATCH_ENOMEM;
+    }
+    srv_members_init(d->peers_known);
+    rc = identity_start(d);
+    rc = rc != 0 ? rc : identity_attrs(d);
+    if (rc != 0) {
+        return rc;
+    }
+    d->member_id = d->ident.member_id;
+    d->cluster_id = d->ident.cluster_id;
+    latch_log(LATCH_LOG_INFO, "latchd: member %s id %016llx, cluster %016llx, data dir %s", c->name,
+              (unsigned long long)d->member_id, (unsigned long long)d->cluster_id, c->data_dir);
     rc = srv_metrics_new(&d->metrics);
     if (rc == 0) {
         rc = srv_metrics_std_register(d->metrics, &d->std);
     }
     if (rc == 0) {
         rc = srv_metrics_add_hook(d->metrics, metrics_hook, d);
+    }
+    if (rc == 0) {
+        rc = snapshot_metrics_register(d);
     }
     if (rc != 0) {
         return rc;
@@ -493,14 +974,19 @@ static int start(struct latchd *d)
     nc.id = d->member_id;
     nc.store.dir = c->data_dir;
     nc.store.quota_bytes = c->quota_backend_bytes;
-    nc.initial_voters = d->ids;
-    nc.initial_voters_count = c->members_count;
+    nc.initial_voters = d->ident.bootstrap;
+    nc.initial_voters_count = d->ident.bootstrap_count;
+    nc.initial_attrs = d->attrs;
+    nc.members_changed = node_members_changed;
     nc.tick_ms = c->heartbeat_interval_ms;
     nc.election_ms = c->election_timeout_ms;
+    nc.snapshot_count = c->snapshot_count;
+    nc.snapshot_catchup_entries = snapshot_catchup_entries();
     nc.data = d;
     nc.send = node_send;
     nc.leader = node_leader;
     nc.applied = node_applied;
+    nc.io = node_io;
     char err[256];
     rc = srv_node_new(&d->loop, &nc, &d->node, err, sizeof(err));
     if (rc != 0) {
@@ -534,14 +1020,40 @@ static int start(struct latchd *d)
                                  .deliver = peer_deliver,
                                  .unreachable = peer_unreachable,
                                  .snapshot_status = peer_snapshot_status,
+                                 .snapshot_open = peer_snapshot_open,
+                                 .snapshot_recv_begin = peer_snapshot_recv_begin,
+                                 .snapshot_recv_end = peer_snapshot_recv_end,
+                                 .snapshot_recv_abort = peer_snapshot_recv_abort,
                                  .data = d,
                                  .tls = d->dial_tls};
     rc = srv_peer_new(&d->loop, &pc, &d->peer);
-    for (size_t i = 0; rc == 0 && i < c->members_count; i++) {
-        if (d->ids[i] != d->member_id) {
-            rc = srv_peer_add(d->peer, d->ids[i], (const char *const *)c->members[i].peer_urls,
-                              c->members[i].peer_urls_count);
+    if (rc == 0 && d->joined == NULL &&
+        srv_members_find(srv_node_members(d->node), d->member_id) == NULL) {
+        /* A joiner restarted before its own addition was applied: its record lists older
+         * members only, so it asks the cluster for the current ones again (best effort). */
+        struct srv_identity scratch = {0};
+        char err2[512];
+        int q = join_query(d, &scratch, err2, sizeof(err2));
+        if (q != 0 || scratch.cluster_id != d->cluster_id) {
+            free(d->joined);
+            d->joined = NULL;
         }
+        if (q == LATCH_ENOTMEMBER && scratch.cluster_id == d->cluster_id) {
+            latch_log(LATCH_LOG_ERROR,
+                      "latchd: this member (%016llx) was removed from the cluster (the other "
+                      "members no longer list it); not starting",
+                      (unsigned long long)d->member_id);
+            return LATCH_ENOTMEMBER;
+        }
+    }
+    if (rc == 0) {
+        /* The peers of the membership recorded (or bootstrapped), plus, for a joiner, the
+         * members the cluster listed (its own record catches up from the log). */
+        peers_sync(d, srv_node_members(d->node));
+        if (d->joined != NULL) {
+            peers_sync(d, d->joined);
+        }
+        d->seen_self = srv_members_find(srv_node_members(d->node), d->member_id) != NULL;
     }
     if (rc != 0) {
         latch_log(LATCH_LOG_ERROR, "latchd: peer transport: %s", latch_strerror(rc));
@@ -564,6 +1076,7 @@ static int start(struct latchd *d)
     struct api_server_config client_cfg = {.max_concurrent_streams = c->max_concurrent_streams};
     rc = api_server_new(&d->loop, &client_cfg, &d->clients);
     if (rc == 0) {
+        api_server_set_observer(d->clients, grpc_observed, d); /* per-method /metrics */
         struct srv_kv_config kc = {.node = d->node,
                                    .cluster_id = d->cluster_id,
                                    .member_id = d->member_id,
@@ -578,10 +1091,15 @@ static int start(struct latchd *d)
         /* etcd's minimum TTL: 1.5 election timeouts, rounded up to seconds (2 s by default). */
         struct srv_lease_svc_config lsc = {.node = d->node,
                                            .keeper = d->leases,
+                                           .peer = d->peer, /* forwarding to the leader */
+                                           .loop = &d->loop,
                                            .cluster_id = d->cluster_id,
                                            .member_id = d->member_id,
                                            .min_ttl = (3 * (int64_t)nc.election_ms + 1999) / 2000};
         rc = srv_lease_register(d->clients, &lsc, &d->lease_svc);
+    }
+    if (rc == 0) {
+        rc = srv_lease_register_peer(d->peers, d->lease_svc); /* a follower's lease requests */
     }
     if (rc == 0) {
         struct srv_watch_svc_config wsc = {.node = d->node, .hub = d->watch};
@@ -589,6 +1107,28 @@ static int start(struct latchd *d)
     }
     if (rc == 0) {
         rc = maint_register(d);
+    }
+    if (rc == 0) {
+        struct srv_cluster_config cc = {
+            .loop = &d->loop,
+            .node = d->node,
+            .cluster_id = d->cluster_id,
+            .member_id = d->member_id,
+            .client_urls = (const char *const *)c->advertise_client_urls,
+            .client_urls_count = c->advertise_client_urls_count,
+            .peer_client_urls = peer_client_urls,
+            .data = d,
+            .peer_tls = d->dial_tls,
+            .bootstrap_voters = d->ident.bootstrap,
+            .bootstrap_voters_count = d->ident.bootstrap_count,
+            .move_leader_timeout_ms = 5000u + 2u * nc.election_ms,
+        };
+        rc = srv_cluster_register(d->clients, d->peers, &cc, &d->cluster);
+    }
+    if (rc == 0) {
+        uv_timer_init(&d->loop, &d->publish_timer);
+        d->publish_timer.data = d;
+        uv_timer_start(&d->publish_timer, on_publish_timer, 200, 1000);
     }
     if (rc == 0) {
         rc = listen_urls(c->listen_client_urls, c->listen_client_urls_count, d->clients,
@@ -662,6 +1202,11 @@ int main(int argc, char **argv)
     srv_lease_keeper_free(d->leases);
     srv_watch_svc_free(d->watch_svc);
     srv_maint_free(d->maint);
+    srv_cluster_free(d->cluster);
+    free(d->attrs);
+    free(d->attr_urls);
+    free(d->joined);
+    free(d->peers_known);
     free(d->client_urls);
     free(d->members);
     srv_metrics_free(d->metrics);
@@ -674,5 +1219,5 @@ int main(int argc, char **argv)
     if (closed != 0) {
         fprintf(stderr, "latchd: handles left open at exit\n");
     }
-    return rc != 0 ? 1 : closed != 0;
+    return rc != 0 || d->exit_code != 0 ? 1 : closed != 0;
 }

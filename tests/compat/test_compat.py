@@ -8,8 +8,9 @@ Debian's golang-etcd-server-dev, GOPATH mode, offline: ETCD-API.md §0) into
 BUILD_DIR/compat/, then:
   1. one latchd member on free loopback ports: the Go program and
      tests/compat/python/etcd3_compat.py (Debian's python3-etcd3) against its endpoint;
-  2. a three-member cluster: both again, each given all three endpoints (lease keep-alives
-     are served by the leader only for now, so clients need every endpoint to find it).
+  2. a three-member cluster: both again, each given all three endpoints (a follower forwards
+     lease keep-alives to the leader; tests/integration/server/test_latchd_lease_follower.py
+     covers clients that know only a follower).
 Each client must exit 0. Every latchd is stopped with SIGTERM by PID and must exit 0; its
 log must hold no sanitizer report.
 

@@ -6,7 +6,8 @@
  * A child process opens the store on D with fsync on and loops: append a batch of 1..16
  * Raft entries with the hard state (store_log_append), apply them (store_apply), then tell
  * the parent over a pipe which log index and applied index are now acknowledged (both
- * calls returned, so both are durable). The parent kills the child with SIGKILL after a
+ * calls returned, so both survive a process crash; a power loss may also undo the newest
+ * apply, store.h, which a kill cannot show). The parent kills the child with SIGKILL after a
  * random delay (0-30 ms, from the seed), reads every acknowledged line, reopens the store
  * itself and checks:
  *

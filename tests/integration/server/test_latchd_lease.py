@@ -13,7 +13,7 @@ One member on free loopback ports (bound to port 0 to pick them):
   remaining TTL no larger than granted.
 
 Not tested here: `etcdctl lock` (needs Watch), followers (keep-alive and time-to-live are
-leader-only for now: svc_lease.h).
+forwarded to the leader: test_latchd_lease_follower.py).
 
 Every wait polls a condition against a deadline; only assertions on outcomes, never on how
 long something took. Only the latchd this script started is signalled (by PID).

@@ -18,6 +18,12 @@ d. SIGHUP: server.pem/key in the member's cert dir replaced by server2.pem/key (
    ca2.pem works and trusting only ca.pem fails. A broken certificate file and SIGHUP logs
    "reload failed" and keeps serving with the previous material.
 e. SIGTERM: every latchd exits 0; no sanitizer report in any log.
+f. Peer host-name check (as etcd): three members with https peer URLs on 127.0.0.1, the
+   third with peer-wrong-san.pem (same CA, serverAuth + clientAuth, but SAN IP:10.9.9.9 and
+   DNS:elsewhere.invalid, not 127.0.0.1). The two good members form the quorum and replicate
+   (c shows that matching certificates work); they refuse to connect to the third, each
+   logging "cannot connect to peer" with the certificate's "IP address mismatch"; the third
+   therefore never receives the write (a serializable read there finds nothing).
 
 The admin listener stays plain HTTP (health polling uses it). Ports are found at run time
 (bind port 0); every wait polls against a deadline; only processes this script started are
@@ -25,6 +31,7 @@ signalled (by PID). Prints "ok - ..." / "FAIL - ..." lines; exits 1 if any check
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -96,7 +103,7 @@ class Member:
     """One latchd: https or http client URL, https or http peer URL, http admin URL."""
 
     def __init__(self, latchd, root, name, certs, client_tls=False, client_cert_auth=False,
-                 peer_tls=False, peer_certs=None):
+                 peer_tls=False, peer_certs=None, peer_cert="peer"):
         self.latchd, self.root, self.name = latchd, root, name
         self.certs, self.peer_certs = certs, peer_certs
         self.client_tls, self.client_cert_auth, self.peer_tls = client_tls, client_cert_auth, \
@@ -107,6 +114,7 @@ class Member:
         self.proc = None
         self.logs = []
         self.extra = []
+        self.peer_cert = peer_cert  # peer_certs/<peer_cert>.pem and .key
 
     @property
     def endpoint(self):
@@ -132,8 +140,8 @@ class Member:
                 a += ["--trusted-ca-file", os.path.join(self.certs, "ca.pem"),
                       "--client-cert-auth"]
         if self.peer_tls:
-            a += ["--peer-cert-file", os.path.join(self.peer_certs, "peer.pem"),
-                  "--peer-key-file", os.path.join(self.peer_certs, "peer.key"),
+            a += ["--peer-cert-file", os.path.join(self.peer_certs, self.peer_cert + ".pem"),
+                  "--peer-key-file", os.path.join(self.peer_certs, self.peer_cert + ".key"),
                   "--peer-trusted-ca-file", os.path.join(self.peer_certs, "ca.pem"),
                   "--peer-client-cert-auth"]
         if self.cluster is not None:
@@ -211,35 +219,47 @@ def stop_all(members, what):
     check("%s: no sanitizer report in any latchd log" % what, not bad, "\n".join(bad))
 
 
-def make_certs(root):
-    """The script's certificates, plus peer.pem/peer.key (serverAuth + clientAuth, SAN
-    IP:127.0.0.1) signed by ca. Returns the directory, or None after a failure."""
-    d = os.path.join(root, "certs")
-    r = run(["/bin/bash", CERT_SCRIPT, d], timeout=120)
-    if not check("certificates made by make-test-certs.sh", r.rc == 0, r):
-        return None
-    ext = os.path.join(d, "peer.ext")
+def make_peer_cert(d, name, san, serial):
+    """name.pem/name.key (serverAuth + clientAuth, subjectAltName san) signed by ca in d.
+    Returns True, or False after reporting a failure."""
+    ext = os.path.join(d, name + ".ext")
     with open(ext, "w") as f:
         f.write("basicConstraints = critical, CA:FALSE\n"
                 "keyUsage = critical, digitalSignature\n"
                 "extendedKeyUsage = serverAuth, clientAuth\n"
-                "subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+                "subjectAltName = %s\n" % san)
     steps = [
         [OPENSSL, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-out", os.path.join(d, "peer.key")],
-        [OPENSSL, "req", "-new", "-key", os.path.join(d, "peer.key"), "-subj", "/CN=latch-peer",
-         "-out", os.path.join(d, "peer.csr")],
-        [OPENSSL, "x509", "-req", "-in", os.path.join(d, "peer.csr"),
+         "-out", os.path.join(d, name + ".key")],
+        [OPENSSL, "req", "-new", "-key", os.path.join(d, name + ".key"), "-subj", "/CN=latch-peer",
+         "-out", os.path.join(d, name + ".csr")],
+        [OPENSSL, "x509", "-req", "-in", os.path.join(d, name + ".csr"),
          "-CA", os.path.join(d, "ca.pem"), "-CAkey", os.path.join(d, "ca.key"),
-         "-set_serial", "0x%x" % (int(time.time() * 1000) & 0xffffffffffff), "-days", "3650",
-         "-sha256", "-extfile", ext, "-out", os.path.join(d, "peer.pem")],
+         "-set_serial", "0x%x" % serial, "-days", "3650",
+         "-sha256", "-extfile", ext, "-out", os.path.join(d, name + ".pem")],
     ]
     for cmd in steps:
         r = run(cmd, timeout=60)
         if r.rc != 0:
-            fail("peer certificate made with openssl", r)
-            return None
-    ok("peer certificate made with openssl (serverAuth + clientAuth)")
+            fail("%s certificate made with openssl" % name, r)
+            return False
+    ok("%s certificate made with openssl (serverAuth + clientAuth, %s)" % (name, san))
+    return True
+
+
+def make_certs(root):
+    """The script's certificates, plus peer.pem/peer.key (serverAuth + clientAuth, SAN
+    IP:127.0.0.1) and peer-wrong-san.pem/.key (SAN naming another host) signed by ca.
+    Returns the directory, or None after a failure."""
+    d = os.path.join(root, "certs")
+    r = run(["/bin/bash", CERT_SCRIPT, d], timeout=120)
+    if not check("certificates made by make-test-certs.sh", r.rc == 0, r):
+        return None
+    serial = int(time.time() * 1000) & 0xffffffffffff
+    if not make_peer_cert(d, "peer", "IP:127.0.0.1, DNS:localhost", serial):
+        return None
+    if not make_peer_cert(d, "peer-wrong-san", "IP:10.9.9.9, DNS:elsewhere.invalid", serial + 1):
+        return None
     return d
 
 
@@ -405,6 +425,51 @@ def three_peers(latchd, root, certs):
             m.kill()
 
 
+# ---- f: a peer whose certificate does not name the host it is dialed at ---------------------
+
+
+def wrong_san_peer(latchd, root, certs):
+    members = [Member(latchd, root, "f%d" % i, certs, client_tls=True, peer_tls=True,
+                      peer_certs=certs, peer_cert="peer" if i < 3 else "peer-wrong-san")
+               for i in (1, 2, 3)]
+    good_ones, bad = members[:2], members[2]
+    cluster = ",".join("%s=%s" % (m.name, m.peer_url) for m in members)
+    for m in members:
+        m.cluster = cluster
+    ca = ["--cacert=" + os.path.join(certs, "ca.pem")]
+    try:
+        for m in members:
+            m.start()
+        wait_until(lambda: any(not m.alive() for m in members)
+                   or all(m.healthy() for m in good_ones), START_TIMEOUT)
+        if not check("f: the two members with matching peer certificates are healthy",
+                     all(m.alive() for m in members) and all(m.healthy() for m in good_ones),
+                     "\n".join(m.tail() for m in members)):
+            return
+        mark = re.compile(r"cannot connect to peer \d+: .*mismatch")
+        refused = wait_until(lambda: all(mark.search(m.log_text()) for m in good_ones), 30, 0.5)
+        check("f: both good members refuse %s's certificate (IP SAN 10.9.9.9) and log why"
+              % bad.name, refused,
+              "\n".join(m.tail() for m in members))
+        lines = [ln for m in good_ones for ln in m.log_text().splitlines() if mark.search(ln)]
+        check("f: the log line names the mismatch (\"IP address mismatch\")",
+              any("IP address mismatch" in ln for ln in lines), "\n".join(lines[:4]))
+        r = etcdctl(good_ones[0].endpoint, "put", "tls/f", "quorum", tls=ca)
+        check("f: a write through %s succeeds (the two good members are a quorum)"
+              % good_ones[0].name, r.rc == 0 and r.out == "OK\n", r)
+        seen = wait_until(lambda: get_value(good_ones[1].endpoint, "tls/f", tls=ca) == "quorum",
+                          30, 0.5)
+        check("f: ... and is replicated to %s" % good_ones[1].name, seen,
+              "\n".join(m.tail() for m in members))
+        r = etcdctl(bad.endpoint, "get", "tls/f", "--consistency=s", tls=ca)
+        check("f: %s, never dialed successfully, has not received it" % bad.name,
+              r.rc == 0 and "quorum" not in r.out, r)
+    finally:
+        stop_all(members, "f")
+        for m in members:
+            m.kill()
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: test_latchd_tls.py LATCHD", file=sys.stderr)
@@ -423,6 +488,7 @@ def main():
             https_metrics_refused(latchd, root, certs)
             client_cert_auth(latchd, root, certs)
             three_peers(latchd, root, certs)
+            wrong_san_peer(latchd, root, certs)
     finally:
         if failures:
             print("# logs and data kept in %s" % root)

@@ -527,6 +527,44 @@ static void test_client_rejects_server_dns_mismatch(void **state)
     expect_client_refuses(file("ca.pem"), "example.com", "hostname mismatch");
 }
 
+/* api_tls_new_host: one context without a server name checks each connection against the
+ * host it was given (how the Raft transport dials every peer with one context). */
+static void test_new_host_checks_each_connection_against_its_host(void **state)
+{
+    (void)state;
+    struct api_tls_ctx *sctx = default_server();
+    struct api_tls_ctx *cctx = client_ctx(file("ca.pem"), NULL, NULL, NULL);
+    const struct {
+        const char *host;
+        const char *why; /* NULL: accepted */
+    } cases[] = {
+        {"127.0.0.1", NULL},
+        {"localhost", NULL},
+        {"10.9.9.9", "IP address mismatch"},
+        {"elsewhere.invalid", "hostname mismatch"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct peer s, c;
+        peer_open(&s, sctx);
+        memset(&c, 0, sizeof(c));
+        assert_int_equal(api_tls_new_host(cctx, cases[i].host, &c.t), 0);
+        pump(&c, &s);
+        if (cases[i].why == NULL) {
+            assert_connected(&s, &c);
+        } else {
+            assert_int_equal(c.rc, LATCH_ETLS);
+            if (!contains(api_tls_error(c.t), cases[i].why)) {
+                fail_msg("%s: client error \"%s\" lacks \"%s\"", cases[i].host, api_tls_error(c.t),
+                         cases[i].why);
+            }
+        }
+        peer_close(&s);
+        peer_close(&c);
+    }
+    api_tls_ctx_free(sctx);
+    api_tls_ctx_free(cctx);
+}
+
 static void test_client_rejects_server_from_unknown_ca(void **state)
 {
     (void)state;
@@ -992,6 +1030,7 @@ int main(void)
         cmocka_unit_test(test_client_rejects_server_ip_mismatch),
         cmocka_unit_test(test_client_rejects_server_dns_mismatch),
         cmocka_unit_test(test_client_rejects_server_from_unknown_ca),
+        cmocka_unit_test(test_new_host_checks_each_connection_against_its_host),
         cmocka_unit_test(test_server_picks_h2_among_offers),
         cmocka_unit_test(test_server_refuses_alpn_offer_without_h2),
         cmocka_unit_test(test_server_accepts_client_without_alpn),

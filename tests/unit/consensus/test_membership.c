@@ -32,11 +32,11 @@ static void test_conf_change_encode_decode_round_trip(void **state)
 {
     static const char url[] = "https://node4.example:2380";
     const uint32_t types[] = {RAFT_CC_ADD_VOTER, RAFT_CC_ADD_LEARNER, RAFT_CC_PROMOTE,
-                              RAFT_CC_REMOVE};
+                              RAFT_CC_REMOVE, RAFT_CC_UPDATE};
     uint8_t buf[256];
 
     (void)state;
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < 5; i++) {
         for (int with_context = 0; with_context < 2; with_context++) {
             struct raft_conf_change in = {.type = types[i], .node = 0x0102030405060708u};
             struct raft_conf_change out;
@@ -70,7 +70,7 @@ static void test_conf_change_encode_refuses_invalid_changes(void **state)
     (void)state;
     cc.type = 0;
     assert_int_equal(raft_conf_change_encode(&cc, buf, sizeof(buf), &len), LATCH_EINVAL);
-    cc.type = RAFT_CC_REMOVE + 1;
+    cc.type = RAFT_CC_UPDATE + 1;
     assert_int_equal(raft_conf_change_encode(&cc, buf, sizeof(buf), &len), LATCH_EINVAL);
     cc.type = RAFT_CC_ADD_VOTER;
     cc.node = RAFT_NONE;
@@ -157,7 +157,7 @@ static void test_conf_change_decode_never_yields_an_invalid_change(void **state)
                 assert_int_equal(rc, LATCH_EINVAL);
                 continue;
             }
-            assert_true(out.type >= RAFT_CC_ADD_VOTER && out.type <= RAFT_CC_REMOVE);
+            assert_true(out.type >= RAFT_CC_ADD_VOTER && out.type <= RAFT_CC_UPDATE);
             assert_int_not_equal(out.node, RAFT_NONE);
             assert_true(out.context_len <= RAFT_CONF_CONTEXT_BYTES_MAX);
             assert_true(out.context_len == 0 ||
@@ -199,6 +199,9 @@ static void test_conf_state_apply_adds_promotes_and_removes(void **state)
     assert_int_equal(apply(&conf, RAFT_CC_REMOVE, 2), 0);
     assert_false(raft_conf_state_is_voter(&conf, 2));
     assert_int_equal(conf.voters_count, 2);
+    assert_int_equal(apply(&conf, RAFT_CC_UPDATE, 3), 0); /* attributes only */
+    assert_true(raft_conf_state_is_voter(&conf, 3));
+    assert_int_equal(conf.voters_count, 2);
     assert_int_equal(apply(&conf, RAFT_CC_ADD_LEARNER, 4), 0);
     assert_int_equal(apply(&conf, RAFT_CC_REMOVE, 4), 0);
     assert_false(raft_conf_state_is_learner(&conf, 4));
@@ -226,6 +229,7 @@ static void test_conf_state_apply_refuses_changes_that_do_not_fit(void **state)
     expect_refused(&conf, RAFT_CC_PROMOTE, 1);     /* not a learner */
     expect_refused(&conf, RAFT_CC_PROMOTE, 9);     /* a stranger */
     expect_refused(&conf, RAFT_CC_REMOVE, 9);      /* a stranger */
+    expect_refused(&conf, RAFT_CC_UPDATE, 9);      /* a stranger */
     expect_refused(&conf, 0, 4);                   /* unknown type */
 }
 

@@ -271,7 +271,8 @@ static void test_range_response_carries_header_kvs_more_and_count(void **state)
 }
 
 /* A txn's sub-responses: one per op, in order, nested txns too, each with a header that
- * holds only the revision (etcd: {"ResponseDeleteRange":{"header":{"revision":8},...}}). */
+ * holds only the revision (etcd: {"ResponseDeleteRange":{"header":{"revision":8},...}}); a
+ * nested txn's own header is empty, as etcd leaves it. */
 static void test_txn_response_sub_headers_hold_only_the_revision(void **state)
 {
     (void)state;
@@ -321,10 +322,42 @@ static void test_txn_response_sub_headers_hold_only_the_revision(void **state)
     Etcdserverpb__ResponseOp *t = got->responses[2];
     assert_int_equal(t->response_case, ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN);
     assert_false(t->response_txn->succeeded);
-    assert_int_equal(t->response_txn->header->revision, 8);
+    assert_int_equal(t->response_txn->header->revision, 0);
     assert_int_equal(t->response_txn->n_responses, 1);
     assert_int_equal(t->response_txn->responses[0]->response_put->header->revision, 8);
     protobuf_c_message_free_unpacked(&got->base, NULL);
+    latch_arena_close(&a);
+}
+
+/* etcd's sub-response revisions (apply.go on mvcc's storeTxnWrite): a txn that ends at
+ * revision 8 began at 7; a range reads at 7 until something changed, at 8 after; a delete
+ * that deleted nothing before any change answers 7, after one 8. */
+static void test_txn_sub_revisions_follow_the_changes_made_before_them(void **state)
+{
+    (void)state;
+    struct latch_arena a;
+    latch_arena_init(&a, 0);
+    struct store_op_result ops[5];
+    memset(ops, 0, sizeof(ops));
+    ops[0].type = STORE_OP_RANGE;
+    ops[1].type = STORE_OP_DELETE; /* deletes nothing */
+    ops[2].type = STORE_OP_PUT;
+    ops[3].type = STORE_OP_RANGE;
+    ops[4].type = STORE_OP_DELETE; /* deletes nothing, after a change */
+    struct store_txn_result r = {.succeeded = true, .responses = ops, .responses_count = 5};
+    Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    hdr.revision = 8;
+    Etcdserverpb__TxnResponse resp;
+    assert_int_equal(etcd_txn_resp(&r, &hdr, &a, &resp), 0);
+    assert_int_equal(resp.responses[0]->response_range->header->revision, 7);
+    assert_int_equal(resp.responses[1]->response_delete_range->header->revision, 7);
+    assert_int_equal(resp.responses[2]->response_put->header->revision, 8);
+    assert_int_equal(resp.responses[3]->response_range->header->revision, 8);
+    assert_int_equal(resp.responses[4]->response_delete_range->header->revision, 8);
+    /* read-only: every range at the txn's revision */
+    struct store_txn_result ro = {.succeeded = true, .responses = ops, .responses_count = 1};
+    assert_int_equal(etcd_txn_resp(&ro, &hdr, &a, &resp), 0);
+    assert_int_equal(resp.responses[0]->response_range->header->revision, 8);
     latch_arena_close(&a);
 }
 
@@ -356,6 +389,10 @@ static void test_errors_get_etcds_codes_and_texts(void **state)
         {LATCH_EUNCOMMITTED, NULL, 8, "etcdserver: too many requests"},
         {LATCH_ELEADERCHANGED, NULL, 14, "etcdserver: leader changed"},
         {LATCH_ETIMEDOUT, NULL, 14, "etcdserver: request timed out"},
+        {LATCH_ELEADERFAIL, NULL, 14,
+         "etcdserver: request timed out, possibly due to previous leader failure"},
+        {LATCH_ECONNLOST, NULL, 14,
+         "etcdserver: request timed out, possibly due to connection lost"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char msg[ETCD_STATUS_MSG_MAX];
@@ -374,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_nested_txns_translate_down_to_the_depth_limit),
         cmocka_unit_test(test_range_response_carries_header_kvs_more_and_count),
         cmocka_unit_test(test_txn_response_sub_headers_hold_only_the_revision),
+        cmocka_unit_test(test_txn_sub_revisions_follow_the_changes_made_before_them),
         cmocka_unit_test(test_errors_get_etcds_codes_and_texts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

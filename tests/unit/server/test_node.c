@@ -9,6 +9,7 @@
  * No timed assertions: every wait runs the loop until a predicate holds and fails the test
  * only after a generous deadline (WAIT_MS).
  */
+#include <dirent.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -59,6 +60,9 @@ struct tnode {
     unsigned applied_calls; /* the applied hook's calls ... */
     int64_t applied_rev;    /* ... and the last revision it reported */
     bool applied_decreased; /* a report below the one before */
+    unsigned io_calls;      /* the io hook's calls, and how many timed an append / apply */
+    unsigned io_appends;
+    unsigned io_applies;
 };
 
 struct tmsg {
@@ -76,6 +80,11 @@ struct tnet {
     size_t n;
     raft_id voters[NODES_MAX];
     uint32_t proposal_timeout_ms;
+    uint32_t election_ms;              /* ELECTION_MS unless a test sets it before node_open */
+    unsigned proposes_sent;            /* RAFT_MSG_PROPOSE messages sent (forwarded), cut or not */
+    uint64_t snapshot_count;           /* 0: the node's default */
+    uint64_t catchup_entries;          /* 0: the node's default */
+    unsigned snapshots_sent;           /* snapshot streams the receiver took */
     struct tnode nodes[NODES_MAX + 1]; /* by id; [0] unused */
 };
 
@@ -113,8 +122,42 @@ static struct tmsg *msg_copy(const struct raft_msg *m)
         p += ents[i].len;
     }
     t->m.entries = ents;
-    assert_int_equal(m->snapshot.len, 0); /* the node sends no snapshots yet */
+    assert_int_equal(m->snapshot.len, 0); /* a snapshot's state travels on its own stream */
     return t;
+}
+
+/*
+ * The transport's part of a RAFT_MSG_SNAPSHOT, done at once: the sender's file is streamed
+ * into the receiver's writer in small pieces, the receiver verifies it and steps the message,
+ * and the sender hears the outcome (raft_report_snapshot).
+ */
+static void snapshot_transfer(struct tnet *net, const struct raft_msg *m)
+{
+    struct srv_node *from = net->nodes[m->from].node;
+    struct srv_node *to = net->nodes[m->to].node;
+    struct store_snap_reader *rd = NULL;
+    struct store_snap_writer *w = NULL;
+    uint8_t buf[4096];
+    int rv = srv_node_snapshot_open(from, m, &rd);
+    if (rv == 0) {
+        rv = srv_node_snapshot_recv_begin(to, &w);
+    }
+    for (size_t got = 1; rv == 0 && got > 0;) {
+        rv = store_snap_reader_read(rd, buf, sizeof(buf), &got);
+        if (rv == 0 && got > 0) {
+            rv = store_snap_writer_write(w, buf, got);
+        }
+    }
+    store_snap_reader_close(rd);
+    if (rv == 0) {
+        rv = srv_node_snapshot_recv_end(to, m, w);
+        w = NULL;
+    }
+    if (w != NULL) {
+        srv_node_snapshot_recv_abort(to, w);
+    }
+    net->snapshots_sent += rv == 0;
+    srv_node_report_snapshot(from, m->to, rv == 0);
 }
 
 static void deliver_cb(uv_timer_t *t)
@@ -127,7 +170,11 @@ static void deliver_cb(uv_timer_t *t)
         list = m->next;
         raft_id to = m->m.to;
         if (to >= 1 && to <= net->n && net->nodes[to].node != NULL && !cut(net, m->m.from, to)) {
-            srv_node_step(net->nodes[to].node, &m->m);
+            if (m->m.type == RAFT_MSG_SNAPSHOT && net->nodes[m->m.from].node != NULL) {
+                snapshot_transfer(net, &m->m);
+            } else {
+                srv_node_step(net->nodes[to].node, &m->m);
+            }
         }
         free(m->mem);
         free(m);
@@ -140,6 +187,9 @@ static void send_cb(void *data, const struct raft_msg *msgs, size_t n)
     struct tnet *net = tn->net;
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(msgs[i].from, tn->id);
+        if (msgs[i].type == RAFT_MSG_PROPOSE) {
+            net->proposes_sent++;
+        }
         if (cut(net, msgs[i].from, msgs[i].to)) {
             continue;
         }
@@ -174,6 +224,16 @@ static void applied_cb(void *data, int64_t revision)
     tn->applied_calls++;
 }
 
+static void io_cb(void *data, const struct srv_node_io *io)
+{
+    struct tnode *tn = data;
+    tn->io_calls++;
+    tn->io_appends += io->append_ns != 0;
+    tn->io_applies += io->apply_ns != 0;
+    assert_true(io->append_ns != 0 || io->apply_ns != 0);
+    assert_true(io->apply_ns == 0 || io->items > 0);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -195,12 +255,15 @@ static void node_open(struct tnet *net, raft_id id)
     cfg.initial_voters = net->voters;
     cfg.initial_voters_count = net->n;
     cfg.tick_ms = TICK_MS;
-    cfg.election_ms = ELECTION_MS;
+    cfg.election_ms = net->election_ms;
     cfg.proposal_timeout_ms = net->proposal_timeout_ms;
+    cfg.snapshot_count = net->snapshot_count;
+    cfg.snapshot_catchup_entries = net->catchup_entries;
     cfg.data = tn;
     cfg.send = send_cb;
     cfg.leader = leader_cb;
     cfg.applied = applied_cb;
+    cfg.io = io_cb;
     int rv = srv_node_new(&net->loop, &cfg, &tn->node, err, sizeof(err));
     if (rv != 0) {
         fail_msg("srv_node_new(%llu): %s: %s", (unsigned long long)id, latch_error_name(rv), err);
@@ -238,6 +301,7 @@ static struct tnet *net_new(size_t n)
     net->deliver.data = net;
     net->n = n;
     net->proposal_timeout_ms = WAIT_MS;
+    net->election_ms = ELECTION_MS;
     for (size_t id = 1; id <= n; id++) {
         struct tnode *tn = &net->nodes[id];
         tn->net = net;
@@ -701,6 +765,206 @@ static void test_restart_keeps_data_and_applies_committed_entries_once(void **st
     assert_int_equal(revision_of(net, 1), rev + 4);
 }
 
+/* The closed node's store as recorded: the hard state and the applied index. */
+static void recorded_state(const char *dir, struct store_hard_state *hs, uint64_t *applied)
+{
+    struct store_options o;
+    struct store *s = NULL;
+    struct store_reader *r = NULL;
+    struct store_status ss;
+    store_options_defaults(&o);
+    o.dir = dir;
+    o.no_sync = true;
+    assert_int_equal(store_open(&o, &s, NULL, 0), 0);
+    assert_int_equal(store_log_hard_state(s, hs), 0);
+    assert_int_equal(store_reader_new(s, &r), 0);
+    assert_int_equal(store_status(r, &ss), 0);
+    *applied = ss.applied_index;
+    store_reader_free(r);
+    store_close(s);
+}
+
+/* A hard state whose only change is the commit index is not persisted (node.c work_build),
+ * so the recorded commit ends below the applied index: the node starts the core at the
+ * applied index (the core refuses applied > commit) and applies nothing twice. */
+static void test_restart_with_recorded_commit_below_applied_applies_nothing_twice(void **state)
+{
+    struct tnet *net = net_new(1);
+    *state = net;
+    node_open(net, 1);
+    wait_leader(net);
+    int64_t rev = 0;
+    char key[32], got[16];
+    struct store_kv kv;
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "c%d", i);
+        rev = put_ok(net, 1, key, "v");
+    }
+    struct srv_node_status before = status_of(net, 1);
+    node_close(net, 1);
+    struct store_hard_state hs;
+    uint64_t applied = 0;
+    recorded_state(net->nodes[1].dir, &hs, &applied);
+    assert_int_equal(applied, before.applied);
+    assert_true(hs.commit < applied); /* the last commit-only hard state stayed in memory */
+
+    node_open(net, 1);
+    struct srv_node_status st = status_of(net, 1);
+    assert_int_equal(st.applied, before.applied);
+    assert_true(st.commit >= st.applied);
+    assert_int_equal(revision_of(net, 1), rev);
+    wait_leader(net);
+    assert_int_equal(put_ok(net, 1, "after", "v"), rev + 1);
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "c%d", i);
+        assert_int_equal(get_key(net, 1, key, got, sizeof(got), &kv), 0);
+        assert_int_equal(kv.version, 1);
+    }
+    assert_false(net->nodes[1].applied_decreased);
+}
+
+struct tapplied {
+    raft_id id;
+    uint64_t index;
+};
+
+static bool pred_applied_id(struct tnet *net, void *arg)
+{
+    const struct tapplied *w = arg;
+    return status_of(net, w->id).applied >= w->index;
+}
+
+/* The same on three members: the followers, too, learn the last commit index without
+ * persisting it; after a restart of all three they agree again and nothing is applied
+ * twice on any of them. */
+static void test_cluster_restart_with_recorded_commits_below_applied(void **state)
+{
+    struct tnet *net = net_new(3);
+    *state = net;
+    for (raft_id id = 1; id <= 3; id++) {
+        node_open(net, id);
+    }
+    raft_id leader = wait_leader(net);
+    int64_t rev = 0;
+    char key[32], got[16];
+    struct store_kv kv;
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "m%d", i);
+        rev = put_ok(net, leader, key, "v");
+    }
+    struct trev want = {rev};
+    wait_for(net, pred_all_at_revision, &want, "every member to apply the puts");
+    uint64_t applied[NODES_MAX + 1];
+    uint64_t target = status_of(net, leader).applied;
+    for (raft_id id = 1; id <= 3; id++) {
+        wait_for(net, pred_applied_id, &(struct tapplied){id, target}, "the member's core");
+    }
+    for (raft_id id = 1; id <= 3; id++) {
+        node_close(net, id);
+    }
+    int below = 0;
+    for (raft_id id = 1; id <= 3; id++) {
+        struct store_hard_state hs;
+        recorded_state(net->nodes[id].dir, &hs, &applied[id]);
+        assert_true(applied[id] >= target);
+        assert_true(hs.commit <= applied[id]);
+        below += hs.commit < applied[id];
+    }
+    assert_true(below >= 1); /* the leader's last commit-only hard state at least */
+    for (raft_id id = 1; id <= 3; id++) {
+        node_open(net, id);
+        struct srv_node_status st = status_of(net, id);
+        assert_int_equal(st.applied, applied[id]);
+        assert_true(st.commit >= st.applied);
+    }
+    leader = wait_leader(net);
+    int64_t after = put_ok(net, leader, "after", "v");
+    assert_int_equal(after, rev + 1);
+    want.revision = after;
+    wait_for(net, pred_all_at_revision, &want, "every member to apply the new put");
+    for (raft_id id = 1; id <= 3; id++) {
+        assert_int_equal(revision_of(net, id), after);
+        for (int i = 0; i < 10; i++) {
+            snprintf(key, sizeof(key), "m%d", i);
+            assert_int_equal(get_key(net, id, key, got, sizeof(got), &kv), 0);
+            assert_int_equal(kv.version, 1);
+        }
+        assert_false(net->nodes[id].applied_decreased);
+    }
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    static uint8_t buf[65536];
+    FILE *in = fopen(from, "rb");
+    FILE *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0) {
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    }
+    assert_int_equal(fclose(in), 0);
+    assert_int_equal(fclose(out), 0);
+}
+
+/*
+ * state.mdb commits skip LMDB's meta sync (store.h store_apply), so a power loss may undo
+ * the newest applies; emulated by putting back a copy of state.mdb taken earlier. The log
+ * still holds those entries: the restarted node applies them again, once, with the same
+ * revisions, and goes on.
+ */
+static void test_restart_with_state_behind_the_log_replays_the_lost_applies_once(void **state)
+{
+    struct tnet *net = net_new(1);
+    *state = net;
+    const char *dir = net->nodes[1].dir;
+    char path[128], lock[128], saved[128], key[32], got[16];
+    struct store_kv kv;
+    int64_t revs[5];
+    snprintf(path, sizeof(path), "%s/state.mdb", dir);
+    snprintf(lock, sizeof(lock), "%s/state.mdb-lock", dir);
+    snprintf(saved, sizeof(saved), "%s.saved-state", dir);
+    node_open(net, 1);
+    wait_leader(net);
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "b%d", i);
+        put_ok(net, 1, key, "v");
+    }
+    node_close(net, 1);
+    copy_file(path, saved);
+    node_open(net, 1);
+    struct srv_node_status early = status_of(net, 1);
+    int64_t rev_early = revision_of(net, 1);
+    wait_leader(net);
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "l%d", i);
+        revs[i] = put_ok(net, 1, key, "lost");
+    }
+    struct srv_node_status before = status_of(net, 1);
+    node_close(net, 1);
+
+    copy_file(saved, path); /* the crash */
+    (void)unlink(lock);
+    (void)unlink(saved);
+    node_open(net, 1);
+    assert_true(status_of(net, 1).applied <= early.applied); /* maybe not yet replayed */
+    assert_true(revision_of(net, 1) >= rev_early);
+    struct trev want = {revs[4]};
+    wait_for(net, pred_all_at_revision, &want, "the lost applies to be replayed");
+    wait_for(net, pred_applied, &before.applied, "the core to learn the replay is applied");
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "l%d", i);
+        assert_int_equal(get_key(net, 1, key, got, sizeof(got), &kv), 0);
+        assert_string_equal(got, "lost");
+        assert_int_equal(kv.mod_revision, revs[i]);
+        assert_int_equal(kv.version, 1);
+    }
+    wait_leader(net);
+    assert_int_equal(put_ok(net, 1, "after", "v"), revs[4] + 1);
+    assert_int_equal(status_of(net, 1).failed, 0);
+}
+
 static void test_close_fails_pending_proposals_with_eshutdown(void **state)
 {
     struct tnet *net = net_new(1);
@@ -938,6 +1202,41 @@ static void test_applied_hook_reports_increasing_revisions(void **state)
     assert_false(tn->applied_decreased);
 }
 
+/* /metrics: the storage thread's timings come back with each work item (the io hook, on
+ * the loop thread), and the node counts its proposals' outcomes. */
+static void test_io_hook_times_appends_and_applies_and_proposals_are_counted(void **state)
+{
+    struct tnet *net = net_new(1);
+    *state = net;
+    node_open(net, 1);
+    wait_leader(net);
+    struct tnode *tn = &net->nodes[1];
+    uint64_t committed = status_of(net, 1).proposals_committed;
+    unsigned appends = tn->io_appends, applies = tn->io_applies;
+    for (int i = 0; i < 3; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "io%d", i);
+        put_ok(net, 1, key, "v");
+    }
+    assert_true(tn->io_appends >= appends + 3);
+    assert_true(tn->io_applies >= applies + 3);
+    assert_int_equal(status_of(net, 1).proposals_committed, committed + 3);
+    assert_int_equal(status_of(net, 1).proposals_failed, 0);
+}
+
+static void test_refused_proposals_are_counted_as_failed(void **state)
+{
+    struct tnet *net = net_new(3);
+    *state = net;
+    node_open(net, 1); /* no quorum, no leader */
+    struct tprop p;
+    propose_put(net, 1, "k", "v", &p);
+    wait_for(net, pred_prop_done, &p, "the refused proposal");
+    assert_int_equal(p.err, LATCH_ENOLEADER);
+    assert_int_equal(status_of(net, 1).proposals_failed, 1);
+    assert_int_equal(status_of(net, 1).proposals_committed, 0);
+}
+
 static void test_pending_proposal_times_out_without_quorum(void **state)
 {
     struct tnet *net = net_new(3);
@@ -954,6 +1253,348 @@ static void test_pending_proposal_times_out_without_quorum(void **state)
     assert_int_equal(p.err, SRV_NODE_ETIMEDOUT); /* outcome unknown: it is in the log */
 }
 
+struct tsent {
+    unsigned before;
+};
+
+static bool pred_forwarded(struct tnet *net, void *arg)
+{
+    return net->proposes_sent > ((const struct tsent *)arg)->before;
+}
+
+/* A follower forwards a proposal to a leader that is gone (isolated: as after a kill -9).
+ * The proposal may have been lost on the way; once the follower no longer knows that leader
+ * it fails at once with an unknown outcome (etcd's "request timed out, possibly due to
+ * previous leader failure") instead of waiting out the proposal timeout, and a retry through
+ * the same follower succeeds once a new leader is there. */
+static void test_forwarded_proposal_fails_promptly_when_its_leader_is_gone(void **state)
+{
+    struct tnet *net = net_new(3);
+    *state = net;
+    net->election_ms = 1000u; /* the proposal is surely forwarded before the follower's
+                                 election timeout, even on a loaded machine */
+    for (raft_id id = 1; id <= 3; id++) {
+        node_open(net, id);
+    }
+    raft_id old = wait_leader(net);
+    raft_id follower = other_than(net, old, RAFT_NONE);
+    put_ok(net, follower, "before", "1");
+
+    net->isolated[old] = true;
+    struct tsent sent = {net->proposes_sent};
+    struct tprop p;
+    propose_put(net, follower, "lost", "x", &p);
+    wait_for(net, pred_forwarded, &sent, "the follower to forward the proposal");
+    assert_false(p.done);
+    assert_int_equal(status_of(net, follower).leader, old);
+    wait_for(net, pred_prop_done, &p, "the forwarded proposal to fail"); /* timeout: WAIT_MS */
+    assert_int_equal(p.err, LATCH_ELEADERFAIL);
+    assert_int_not_equal(status_of(net, follower).leader, old);
+
+    struct tnew_leader w = {old, status_of(net, old).term};
+    wait_for(net, pred_new_leader, &w, "a new leader among the other two");
+    put_ok(net, follower, "retried", "2");
+    char got[16];
+    assert_int_equal(get_key(net, follower, "lost", got, sizeof(got), NULL), LATCH_ENOTFOUND);
+}
+
+/* The transport reports the leader unreachable (it dropped messages to it): a proposal
+ * forwarded there and not yet back in the follower's log fails at once with etcd's
+ * "request timed out, possibly due to connection lost"; one made after the report is
+ * forwarded as usual. */
+static void test_forwarded_proposal_fails_at_once_when_the_leader_is_unreachable(void **state)
+{
+    struct tnet *net = net_new(3);
+    *state = net;
+    net->election_ms = 1000u;
+    for (raft_id id = 1; id <= 3; id++) {
+        node_open(net, id);
+    }
+    raft_id leader = wait_leader(net);
+    raft_id follower = other_than(net, leader, RAFT_NONE);
+    put_ok(net, follower, "before", "1");
+
+    net->isolated[leader] = true; /* the forwarded message is lost */
+    struct tsent sent = {net->proposes_sent};
+    struct tprop p;
+    propose_put(net, follower, "dropped", "x", &p);
+    wait_for(net, pred_forwarded, &sent, "the follower to forward the proposal");
+    assert_false(p.done);
+    srv_node_report_unreachable(net->nodes[follower].node, leader);
+    assert_true(p.done); /* completed inside the report, not after a timeout */
+    assert_int_equal(p.err, LATCH_ECONNLOST);
+
+    net->isolated[leader] = false;
+    assert_int_equal(status_of(net, follower).leader, leader);
+    put_ok(net, follower, "after", "2");
+    char got[16];
+    assert_int_equal(get_key(net, follower, "dropped", got, sizeof(got), NULL), LATCH_ENOTFOUND);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Snapshots and log compaction                                                       */
+/* ---------------------------------------------------------------------------------- */
+
+static size_t snap_files(struct tnet *net, raft_id id)
+{
+    char path[128];
+    size_t count = 0;
+    snprintf(path, sizeof(path), "%s/snap", net->nodes[id].dir);
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        return 0;
+    }
+    for (struct dirent *de = readdir(d); de != NULL; de = readdir(d)) {
+        size_t len = strlen(de->d_name);
+        count += len > 5 && strcmp(de->d_name + len - 5, ".snap") == 0;
+    }
+    closedir(d);
+    return count;
+}
+
+/* No snapshot is due any more: the newest recorded one is less than count entries behind
+ * the applied index (the snapshot thread copies beside the writes, so where each one lands
+ * depends on timing; this is where they settle). */
+static bool pred_snapshots_settled(struct tnet *net, void *arg)
+{
+    struct srv_node_status st = status_of(net, 1);
+    return st.snapshot_index + *(const uint64_t *)arg > st.applied;
+}
+
+static void test_snapshot_is_taken_every_count_entries_and_the_log_compacted(void **state)
+{
+    struct tnet *net = net_new(1);
+    *state = net;
+    net->snapshot_count = 20;
+    net->catchup_entries = 5;
+    node_open(net, 1);
+    wait_leader(net);
+    assert_int_equal(status_of(net, 1).first_index, 1);
+    int64_t rev = 0;
+    char key[32];
+    /* The snapshot thread makes them beside the writes, as fast as it can (a slow copy, as
+     * under TSan, takes its snapshot further on): go on until two exist (bounded). */
+    for (int i = 0; i < 70 || (status_of(net, 1).snapshots_created < 2 && i < 1000); i++) {
+        snprintf(key, sizeof(key), "k%03d", i);
+        rev = put_ok(net, 1, key, "v");
+    }
+    /* Each is recorded and the log compacted by a later work item. */
+    wait_for(net, pred_snapshots_settled, &(uint64_t){20}, "the snapshots to settle");
+    rev = put_ok(net, 1, "one-more", "v"); /* its work item compacts */
+    struct srv_node_status st = status_of(net, 1);
+    assert_true(st.snapshots_created >= 2);
+    assert_true(st.snapshot_index + 20 > st.applied - 1);
+    assert_true(st.snapshot_index <= st.applied);
+    /* Compacted to catchup_entries behind the applied index, never past the snapshot. */
+    assert_true(st.first_index > 1);
+    assert_true(st.first_index - 1 <= st.snapshot_index);
+    assert_true(st.first_index - 1 <= st.applied - 5);
+    assert_true(snap_files(net, 1) >= 1 && snap_files(net, 1) <= 2);
+
+    /* A restart starts from the compacted log and the state; nothing is lost. */
+    node_close(net, 1);
+    node_open(net, 1);
+    wait_leader(net);
+    st = status_of(net, 1);
+    assert_true(st.first_index > 1);
+    assert_int_equal(revision_of(net, 1), rev);
+    char got[8];
+    assert_int_equal(get_key(net, 1, "k000", got, sizeof(got), NULL), 0);
+    assert_int_equal(put_ok(net, 1, "after", "1"), rev + 1);
+}
+
+struct tcompacted {
+    raft_id id;
+    raft_index past;
+};
+
+static bool pred_compacted_past(struct tnet *net, void *arg)
+{
+    const struct tcompacted *w = arg;
+    return status_of(net, w->id).first_index > w->past + 1;
+}
+
+/* The node (its raft_id in arg) has installed a snapshot (its revision may show the new
+ * state a moment before the node has taken in the install: wait for this first). */
+static bool pred_installed(struct tnet *net, void *arg)
+{
+    return status_of(net, *(const raft_id *)arg).snapshots_installed >= 1;
+}
+
+static void test_lagging_node_catches_up_by_snapshot(void **state)
+{
+    struct tnet *net = net_new(3);
+    *state = net;
+    net->snapshot_count = 10;
+    net->catchup_entries = 3;
+    for (raft_id id = 1; id <= 3; id++) {
+        node_open(net, id);
+    }
+    raft_id leader = wait_leader(net);
+    raft_id lagging = other_than(net, leader, RAFT_NONE);
+    int64_t rev = put_ok(net, leader, "first", "1");
+    struct trev want = {rev};
+    wait_for(net, pred_all_at_revision, &want, "the first write everywhere");
+    raft_index behind = status_of(net, lagging).last_index;
+
+    node_close(net, lagging);
+    char key[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "k%03d", i);
+        rev = put_ok(net, leader, key, "v");
+    }
+    struct tcompacted c = {leader, behind};
+    wait_for(net, pred_compacted_past, &c, "the leader to compact past the lagging node");
+
+    node_open(net, lagging);
+    want.revision = rev;
+    wait_for(net, pred_installed, &lagging, "the lagging node to install a snapshot");
+    wait_for(net, pred_all_at_revision, &want, "the lagging node to catch up");
+    struct srv_node_status st = status_of(net, lagging);
+    assert_true(st.snapshots_installed >= 1);
+    assert_true(net->snapshots_sent >= 1);
+    assert_true(st.first_index > behind + 1); /* its log restarted at the snapshot */
+    assert_int_equal(revision_of(net, lagging), revision_of(net, leader));
+    char got[8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "k%03d", i);
+        assert_int_equal(get_key(net, lagging, key, got, sizeof(got), NULL), 0);
+    }
+    /* Then it keeps up by normal replication, and takes writes as a follower. */
+    int64_t rev2 = put_ok(net, lagging, "after", "2");
+    assert_int_equal(rev2, rev + 1);
+    want.revision = rev2;
+    wait_for(net, pred_all_at_revision, &want, "the write after the snapshot everywhere");
+    assert_int_equal(get_key(net, lagging, "after", got, sizeof(got), NULL), 0);
+    assert_false(net->nodes[lagging].applied_decreased);
+}
+
+struct ttransfer {
+    bool done;
+    int err;
+};
+
+static void transfer_cb(void *data, int err)
+{
+    struct ttransfer *t = data;
+    t->done = true;
+    t->err = err;
+}
+
+static bool pred_transfer_done(struct tnet *net, void *arg)
+{
+    (void)net;
+    return ((struct ttransfer *)arg)->done;
+}
+
+static void remove_snap_files(struct tnet *net, raft_id id)
+{
+    char dir[128];
+    char path[512];
+    snprintf(dir, sizeof(dir), "%s/snap", net->nodes[id].dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    for (struct dirent *de = readdir(d); de != NULL; de = readdir(d)) {
+        size_t len = strlen(de->d_name);
+        if (len > 5 && strcmp(de->d_name + len - 5, ".snap") == 0) {
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+            assert_int_equal(unlink(path), 0);
+        }
+    }
+    closedir(d);
+}
+
+/* A leader whose snapshot file is gone (lost, or it installed its state from a stream)
+ * makes one when a follower needs it, and the follower catches up. */
+static void test_leader_without_snapshot_file_makes_one_for_a_lagging_node(void **state)
+{
+    struct tnet *net = net_new(3);
+    *state = net;
+    net->snapshot_count = 10;
+    net->catchup_entries = 3;
+    for (raft_id id = 1; id <= 3; id++) {
+        node_open(net, id);
+    }
+    raft_id leader = wait_leader(net);
+    raft_id lagging = other_than(net, leader, RAFT_NONE);
+    raft_id third = other_than(net, leader, lagging);
+    int64_t rev = put_ok(net, leader, "first", "1");
+    struct trev want = {rev};
+    wait_for(net, pred_all_at_revision, &want, "the first write everywhere");
+    raft_index behind = status_of(net, lagging).last_index;
+    node_close(net, lagging);
+    char key[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "k%03d", i);
+        rev = put_ok(net, leader, key, "v");
+    }
+    struct tcompacted c = {leader, behind};
+    wait_for(net, pred_compacted_past, &c, "the leader to compact past the lagging node");
+
+    /* The leader restarts without its snapshot files and with no count-based snapshot
+     * due for a long time, then leads again. */
+    node_close(net, leader);
+    remove_snap_files(net, leader);
+    assert_int_equal(snap_files(net, leader), 0);
+    net->snapshot_count = 100000;
+    node_open(net, leader);
+    want.revision = rev;
+    wait_for(net, pred_all_at_revision, &want, "the restarted node to have every write");
+    raft_id now = wait_leader(net);
+    if (now != leader) {
+        struct ttransfer t = {false, 0};
+        assert_int_equal(
+            srv_node_transfer_leader(net->nodes[now].node, leader, WAIT_MS, transfer_cb, &t), 0);
+        wait_for(net, pred_transfer_done, &t, "the leadership transfer");
+        assert_int_equal(t.err, 0);
+    }
+    assert_int_equal(wait_leader(net), leader);
+    uint64_t made = status_of(net, leader).snapshots_created;
+    unsigned sent = net->snapshots_sent;
+
+    node_open(net, lagging);
+    wait_for(net, pred_installed, &lagging, "the lagging node to install a snapshot");
+    wait_for(net, pred_all_at_revision, &want, "the lagging node to catch up");
+    assert_true(status_of(net, leader).snapshots_created > made);
+    assert_true(net->snapshots_sent > sent);
+    assert_true(snap_files(net, leader) >= 1);
+    char got[8];
+    assert_int_equal(get_key(net, lagging, "k039", got, sizeof(got), NULL), 0);
+    (void)third;
+}
+
+/* A stream that is not the snapshot the message announced is refused and changes nothing. */
+static void test_snapshot_stream_that_does_not_verify_is_refused(void **state)
+{
+    struct tnet *net = net_new(1);
+    *state = net;
+    node_open(net, 1);
+    wait_leader(net);
+    int64_t rev = put_ok(net, 1, "k", "v");
+    struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT, .from = 2, .to = 1, .term = 100};
+    m.snapshot.meta.index = 1000;
+    m.snapshot.meta.term = 100;
+
+    struct store_snap_writer *w = NULL;
+    assert_int_equal(srv_node_snapshot_recv_begin(net->nodes[1].node, &w), 0);
+    struct store_snap_writer *w2 = NULL;
+    assert_int_equal(srv_node_snapshot_recv_begin(net->nodes[1].node, &w2), LATCH_ESTATE);
+    static uint8_t junk[8192]; /* longer than a snapshot header */
+    memset(junk, 0x5a, sizeof(junk));
+    assert_int_not_equal(store_snap_writer_write(w, junk, sizeof(junk)), 0);
+    assert_int_not_equal(srv_node_snapshot_recv_end(net->nodes[1].node, &m, w), 0);
+
+    /* A truncated stream: nothing but the start of a header. */
+    assert_int_equal(srv_node_snapshot_recv_begin(net->nodes[1].node, &w), 0);
+    assert_int_equal(store_snap_writer_write(w, (const uint8_t *)"LATCHSNP", 8), 0);
+    assert_int_equal(srv_node_snapshot_recv_end(net->nodes[1].node, &m, w), LATCH_ECORRUPT);
+
+    struct srv_node_status st = status_of(net, 1);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(st.snapshots_installed, 0);
+    assert_int_equal(put_ok(net, 1, "k2", "v"), rev + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -963,6 +1604,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_single_node_leads_and_acknowledges_puts_in_order,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_data_and_applies_committed_entries_once,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_restart_with_recorded_commit_below_applied_applies_nothing_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_restart_with_state_behind_the_log_replays_the_lost_applies_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_restart_with_recorded_commits_below_applied,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_fails_pending_proposals_with_eshutdown, setup,
                                         teardown),
@@ -976,10 +1623,25 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_isolated_leader_loses_its_proposal_and_catches_up_after_heal, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_snapshot_is_taken_every_count_entries_and_the_log_compacted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lagging_node_catches_up_by_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_leader_without_snapshot_file_makes_one_for_a_lagging_node, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_stream_that_does_not_verify_is_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_pending_proposal_times_out_without_quorum, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_io_hook_times_appends_and_applies_and_proposals_are_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_proposals_are_counted_as_failed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_applied_hook_reports_increasing_revisions, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_forwarded_proposal_fails_promptly_when_its_leader_is_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_forwarded_proposal_fails_at_once_when_the_leader_is_unreachable, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -532,6 +532,59 @@ static void expect_refused(const uint8_t *buf, size_t len, int err)
     fx_teardown(&b);
 }
 
+/* verify checks a stream completely without installing it; finish then installs it. */
+static void test_snapshot_writer_verify_checks_without_installing(void **state)
+{
+    (void)state;
+    struct fx a;
+    struct fx b;
+    struct store_snap_meta m;
+    struct store_snap_meta got;
+    struct store_snap_writer *w;
+    size_t len;
+    uint8_t *buf = source_snapshot(&a, &len, &m);
+
+    fx_setup(&b);
+    assert_int_equal(fx_put(&b, "mine", "kept", 0), 0);
+    char *before = dump(&b);
+    /* Truncated, then damaged data: refused, nothing changed. */
+    assert_int_equal(store_snap_writer_new(b.s, &w), 0);
+    assert_int_equal(store_snap_writer_write(w, buf, len - 1), 0);
+    assert_int_equal(store_snap_writer_verify(w, NULL), LATCH_ECORRUPT);
+    store_snap_writer_abort(w);
+    buf[HDR_BYTES + 10] ^= 0x01;
+    assert_int_equal(store_snap_writer_new(b.s, &w), 0);
+    assert_int_equal(store_snap_writer_write(w, buf, len), 0);
+    assert_int_equal(store_snap_writer_verify(w, NULL), LATCH_ECORRUPT);
+    store_snap_writer_abort(w);
+    buf[HDR_BYTES + 10] ^= 0x01;
+    char *after = dump(&b);
+    assert_string_equal(before, after);
+
+    /* Whole: verified, still not installed; finish installs it. */
+    assert_int_equal(store_snap_writer_new(b.s, &w), 0);
+    assert_int_equal(store_snap_writer_write(w, buf, len), 0);
+    assert_int_equal(store_snap_writer_verify(w, &got), 0);
+    assert_int_equal(got.index, m.index);
+    assert_int_equal(got.term, m.term);
+    assert_int_equal(got.conf_len, m.conf_len);
+    char *still = dump(&b);
+    assert_string_equal(before, still);
+    assert_int_equal(store_snap_writer_finish(w, &got), 0);
+    assert_int_equal(got.index, m.index);
+    char *da = dump(&a);
+    char *db = dump(&b);
+    assert_string_equal(da, db);
+    free(before);
+    free(after);
+    free(still);
+    free(da);
+    free(db);
+    free(buf);
+    fx_teardown(&a);
+    fx_teardown(&b);
+}
+
 static void test_snapshot_install_refuses_damaged_header(void **state)
 {
     (void)state;
@@ -859,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_header_matches_applied_state),
         cmocka_unit_test(test_snapshot_install_reproduces_state_and_resets_log),
         cmocka_unit_test(test_header_revision_after_install_is_the_snapshots),
+        cmocka_unit_test(test_snapshot_writer_verify_checks_without_installing),
         cmocka_unit_test(test_snapshot_install_refuses_damaged_header),
         cmocka_unit_test(test_snapshot_install_refuses_damaged_data),
         cmocka_unit_test(test_snapshot_install_refuses_truncated_or_overlong_stream),
