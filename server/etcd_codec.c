@@ -102,7 +102,10 @@ static void compare_from_pb(const Etcdserverpb__Compare *in, struct store_compar
         }
         break;
     default:
-        break; /* an unknown target: store_txn_validate refuses it */
+        /* An unknown target: store_txn_validate refuses it, also one that happens to be
+         * latch's own STORE_CMP_FENCE (not part of the etcd API). */
+        out->target = UINT32_MAX;
+        break;
     }
 }
 

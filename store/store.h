@@ -313,13 +313,15 @@ struct store_delete_result {
     size_t prev_kvs_count;
 };
 
-/* Values as etcd's Compare.CompareTarget and Compare.CompareResult. */
+/* Values as etcd's Compare.CompareTarget and Compare.CompareResult; FENCE is latch's own
+ * (never reachable through the etcd API). */
 enum store_compare_target {
     STORE_CMP_VERSION = 0,
     STORE_CMP_CREATE = 1,
     STORE_CMP_MOD = 2,
     STORE_CMP_VALUE = 3,
     STORE_CMP_LEASE = 4,
+    STORE_CMP_FENCE = 5,
 };
 enum store_compare_result {
     STORE_CMP_EQUAL = 0,
@@ -332,6 +334,15 @@ enum store_compare_result {
  * One compare over [key, range_end) (range_end_len 0: the key alone). No key in range: a
  * VALUE compare is false, the others compare against zeros. Otherwise every key in range
  * must satisfy it. number is the version, revision or lease for the non-value targets.
+ *
+ * FENCE (docs/decisions/locks.md): [key, range_end) is a lock's queue, whose entries are
+ * ordered by create revision, and number a fencing token. The fence holds when an entry has
+ * create_revision == number and either no entry has a lower create revision, or the token's
+ * entry and every lower one are shared. An entry is shared when value_len is 1 and its key's
+ * byte at offset key_len (the first byte after the queue's prefix) equals value[0];
+ * value_len 0: no entry is shared (an exclusive-only queue). result is EQUAL (true when the
+ * fence holds) or NOT_EQUAL; range_end_len must be non-zero and number positive
+ * (store_txn_validate).
  */
 struct store_compare {
     uint32_t target; /* enum store_compare_target */

@@ -191,7 +191,7 @@ wr_txn_item(struct store__wr *w, const struct store_txn_req *t, size_t i, int *e
 {
     if (i < t->compares_count) {
         const struct store_compare *c = &t->compares[i];
-        if (c->target > STORE_CMP_LEASE || c->result > STORE_CMP_NOT_EQUAL) {
+        if (c->target > STORE_CMP_FENCE || c->result > STORE_CMP_NOT_EQUAL) {
             *err = LATCH_EINVAL;
         }
         wr_compare(w, c);
@@ -406,7 +406,7 @@ static int rd_enum(struct store__rd *r, uint32_t lo, uint32_t hi, uint32_t *v)
 
 static int rd_compare(struct store__rd *r, struct store_compare *c)
 {
-    int rc = rd_enum(r, STORE_CMP_VERSION, STORE_CMP_LEASE, &c->target);
+    int rc = rd_enum(r, STORE_CMP_VERSION, STORE_CMP_FENCE, &c->target);
     rc = rc != 0 ? rc : rd_enum(r, STORE_CMP_EQUAL, STORE_CMP_NOT_EQUAL, &c->result);
     rc = rc != 0 ? rc : rd_bytes(r, &c->key, &c->key_len);
     rc = rc != 0 ? rc : rd_bytes(r, &c->range_end, &c->range_end_len);

@@ -61,8 +61,14 @@ static int check_compare(const struct store_compare *c, const char **why)
         *why = "compare key or value is too large";
         return LATCH_ETOOBIG;
     }
-    if (c->target > STORE_CMP_LEASE || c->result > STORE_CMP_NOT_EQUAL) {
+    if (c->target > STORE_CMP_FENCE || c->result > STORE_CMP_NOT_EQUAL) {
         *why = "unknown compare target or result";
+        return LATCH_EINVAL;
+    }
+    if (c->target == STORE_CMP_FENCE &&
+        (c->range_end_len == 0 || c->number <= 0 || c->value_len > 1 ||
+         (c->result != STORE_CMP_EQUAL && c->result != STORE_CMP_NOT_EQUAL))) {
+        *why = "a fence compares a queue range with a positive token, EQUAL or NOT_EQUAL";
         return LATCH_EINVAL;
     }
     return 0;
@@ -633,6 +639,42 @@ static int compare_visit(void *arg, const MDB_val *key, const struct store__kvre
     return cs->ok ? 0 : 1; /* the first key that fails decides */
 }
 
+/* A FENCE compare's walk of the queue (store.h): what the entries at and below the token
+ * are. */
+struct fence_scan {
+    const struct store_compare *c;
+    bool found;        /* an entry has create_revision == token */
+    bool found_shared; /* ... and it is shared */
+    bool lower;        /* an entry has a lower create revision */
+    bool lower_excl;   /* ... and one of those is exclusive */
+};
+
+static int fence_visit(void *arg, const MDB_val *key, const struct store__kvrec *rec)
+{
+    struct fence_scan *fs = arg;
+    const struct store_compare *c = fs->c;
+    bool shared = c->value_len == 1 && key->mv_size > c->key_len &&
+                  ((const uint8_t *)key->mv_data)[c->key_len] == c->value[0];
+    if (rec->create_rev == c->number) {
+        fs->found = true;
+        fs->found_shared = shared;
+    } else if (rec->create_rev < c->number) {
+        fs->lower = true;
+        fs->lower_excl = fs->lower_excl || !shared;
+    }
+    return 0; /* every entry counts: the queue is in key order, not create order */
+}
+
+static int fence_eval(struct store__w *w, const struct store_compare *c, bool *ok)
+{
+    struct fence_scan fs = {.c = c};
+    int rc = store__kv_scan(w->s, w->txn, c->key, c->key_len, c->range_end, c->range_end_len,
+                            fence_visit, &fs);
+    bool holds = fs.found && (!fs.lower || (fs.found_shared && !fs.lower_excl));
+    *ok = c->result == STORE_CMP_EQUAL ? holds : !holds;
+    return rc;
+}
+
 /* etcd's applyCompare: every key of the range must satisfy c; with none, a VALUE compare
  * is false and the others compare against a zero key-value. */
 static int compare_eval(struct store__w *w, const struct store_compare *c, bool *ok)
@@ -641,6 +683,9 @@ static int compare_eval(struct store__w *w, const struct store_compare *c, bool 
     struct store__kvrec rec;
     int rc;
 
+    if (c->target == STORE_CMP_FENCE) {
+        return fence_eval(w, c, ok);
+    }
     if (c->range_end_len == 0) {
         rc = store__kv_get(w->s, w->txn, c->key, c->key_len, &rec);
         if (rc == 0) {

@@ -175,12 +175,12 @@ static void round_trip(const struct store_cmd *c)
 /* A txn exercising every op and compare field: a compare per target, a range with every
  * field set, a put with every flag, a delete-range, and (when inner is not NULL) a nested
  * txn in the failure branch. */
-static struct store_compare g_cmp[5];
+static struct store_compare g_cmp[6];
 static struct store_op g_ops[3];
 
 static struct store_txn_req full_txn(const struct store_txn_req *inner, struct store_op *fail)
 {
-    for (uint32_t i = 0; i < 5; i++) {
+    for (uint32_t i = 0; i < 6; i++) {
         g_cmp[i] = (struct store_compare){.target = i,
                                           .result = i % 4,
                                           .key = B("ck"),
@@ -191,6 +191,10 @@ static struct store_txn_req full_txn(const struct store_txn_req *inner, struct s
     g_cmp[3].value_len = 14;
     g_cmp[4].range_end = B("\0");
     g_cmp[4].range_end_len = 1;
+    g_cmp[5].range_end = B("cl"); /* FENCE: a queue and its shared marker */
+    g_cmp[5].range_end_len = 2;
+    g_cmp[5].value = B("r");
+    g_cmp[5].value_len = 1;
     g_ops[0].type = STORE_OP_RANGE;
     g_ops[0].u.range = (struct store_range_req){.key = B("a"),
                                                 .key_len = 1,
@@ -219,7 +223,7 @@ static struct store_txn_req full_txn(const struct store_txn_req *inner, struct s
     g_ops[2].u.del = (struct store_delete_req){
         .key = B("d"), .key_len = 1, .range_end = B("e"), .range_end_len = 1, .prev_kv = true};
     struct store_txn_req t = {
-        .compares = g_cmp, .compares_count = 5, .success = g_ops, .success_count = 3};
+        .compares = g_cmp, .compares_count = 6, .success = g_ops, .success_count = 3};
     if (inner != NULL) {
         fail->type = STORE_OP_TXN;
         fail->u.txn = inner;
@@ -397,7 +401,7 @@ static void test_encode_refuses_unknown_enums(void **state)
     op.u.range.sort_target = 5;
     assert_int_equal(store_cmd_encode(&c, buf, sizeof(buf), &len), LATCH_EINVAL);
 
-    struct store_compare cmp = {.target = STORE_CMP_LEASE + 1};
+    struct store_compare cmp = {.target = STORE_CMP_FENCE + 1};
     c = (struct store_cmd){.type = STORE_CMD_TXN};
     c.u.txn.compares = &cmp;
     c.u.txn.compares_count = 1;

@@ -881,6 +881,118 @@ static void test_txn_with_a_put_fails_with_nospace_while_the_alarm_is_on(void **
     assert_int_equal(fx_put(f, "b", "1", 0), 0);
 }
 
+/* A FENCE compare over the queue "q/": shared entries are those whose byte after "q/" is
+ * 'r' when shared is true; value_len 0 (no shared entries) otherwise. */
+static struct store_compare cmp_fence(uint32_t result, int64_t token, bool shared)
+{
+    struct store_compare c = {.target = STORE_CMP_FENCE,
+                              .result = result,
+                              .key = B("q/"),
+                              .key_len = 2,
+                              .range_end = B("q0"),
+                              .range_end_len = 2,
+                              .number = token};
+    if (shared) {
+        c.value = B("r");
+        c.value_len = 1;
+    }
+    return c;
+}
+
+static bool fence_holds(struct fx *f, int64_t token)
+{
+    bool holds = cmp_holds(f, cmp_fence(STORE_CMP_EQUAL, token, true));
+    assert_true(holds != cmp_holds(f, cmp_fence(STORE_CMP_NOT_EQUAL, token, true)));
+    return holds;
+}
+
+static void test_txn_fence_holds_for_the_lowest_entry_and_a_run_of_shared_ones(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(fx_put(f, "q/wA", "", 0), 0); /* rev 2: exclusive, first */
+    assert_int_equal(fx_put(f, "q/rB", "", 0), 0); /* rev 3: shared */
+    assert_int_equal(fx_put(f, "q/rC", "", 0), 0); /* rev 4: shared */
+    assert_int_equal(fx_put(f, "q/wD", "", 0), 0); /* rev 5: exclusive */
+    assert_int_equal(fx_put(f, "q/rE", "", 0), 0); /* rev 6: shared, behind a writer */
+    assert_int_equal(fx_put(f, "q0", "", 0), 0);   /* rev 7: outside the queue */
+    assert_true(fence_holds(f, 2));
+    assert_false(fence_holds(f, 3)); /* an exclusive entry is below it */
+    assert_false(fence_holds(f, 5));
+    assert_false(fence_holds(f, 7));  /* not in the queue */
+    assert_false(fence_holds(f, 99)); /* no such entry */
+
+    /* The writer releases: both readers hold at that same revision, the next writer not. */
+    assert_int_equal(fx_del(f, "q/wA"), 0);
+    assert_false(fence_holds(f, 2)); /* a released grant's token is stale for good */
+    assert_true(fence_holds(f, 3));
+    assert_true(fence_holds(f, 4));
+    assert_false(fence_holds(f, 5));
+    assert_false(fence_holds(f, 6)); /* shared, but a writer queued before it */
+    /* Without a shared marker every entry is exclusive: only the lowest holds. */
+    assert_true(cmp_holds(f, cmp_fence(STORE_CMP_EQUAL, 3, false)));
+    assert_false(cmp_holds(f, cmp_fence(STORE_CMP_EQUAL, 4, false)));
+
+    /* A put on an existing entry keeps its create revision, so its place and token. */
+    assert_int_equal(fx_put(f, "q/rB", "again", 0), 0);
+    assert_true(fence_holds(f, 3));
+    assert_int_equal(fx_del(f, "q/rB"), 0);
+    assert_int_equal(fx_del(f, "q/rC"), 0);
+    assert_true(fence_holds(f, 5)); /* the writer, once every reader before it is gone */
+    assert_false(fence_holds(f, 6));
+}
+
+static void test_txn_fenced_write_applies_only_while_the_token_is_current(void **state)
+{
+    struct fx *f = *state;
+    struct store_result res;
+    assert_int_equal(fx_put(f, "q/wA", "", 0), 0); /* rev 2: holder */
+    assert_int_equal(fx_put(f, "q/wB", "", 0), 0); /* rev 3: waiter */
+    struct store_compare c[] = {cmp_fence(STORE_CMP_EQUAL, 2, false)};
+    struct store_op s[] = {fx_op_put("data", "from A")};
+    struct store_op fl[] = {op_range("q/", "q0")};
+    struct store_txn_req t = txn(c, 1, s, 1, fl, 1);
+    assert_int_equal(run(f, &t, &res), 0);
+    assert_true(res.u.txn.succeeded);
+    assert_value(f, "data", "from A");
+
+    /* A's entry is deleted (release or session end): B holds at that revision, and A's
+     * write with its old token changes nothing; the failure branch shows the queue. */
+    assert_int_equal(fx_del(f, "q/wA"), 0);
+    int64_t rev = fx_rev(f);
+    s[0] = fx_op_put("data", "late A");
+    assert_int_equal(run(f, &t, &res), 0);
+    assert_false(res.u.txn.succeeded);
+    assert_int_equal(fx_rev(f), rev);
+    assert_value(f, "data", "from A");
+    assert_int_equal(res.u.txn.responses[0].u.range.kvs_count, 1);
+    assert_int_equal(res.u.txn.responses[0].u.range.kvs[0].create_revision, 3);
+    c[0] = cmp_fence(STORE_CMP_EQUAL, 3, false);
+    s[0] = fx_op_put("data", "from B");
+    assert_int_equal(run(f, &t, &res), 0);
+    assert_true(res.u.txn.succeeded);
+    assert_value(f, "data", "from B");
+}
+
+static void test_validate_rejects_malformed_fences(void **state)
+{
+    (void)state;
+    struct store_compare c = cmp_fence(STORE_CMP_EQUAL, 2, true);
+    struct store_txn_req t = txn(&c, 1, NULL, 0, NULL, 0);
+    assert_int_equal(validate(&t), 0);
+    c.range_end_len = 0; /* one key is not a queue */
+    assert_int_equal(validate(&t), LATCH_EINVAL);
+    c = cmp_fence(STORE_CMP_EQUAL, 0, true); /* tokens are revisions: positive */
+    assert_int_equal(validate(&t), LATCH_EINVAL);
+    c = cmp_fence(STORE_CMP_GREATER, 2, true);
+    assert_int_equal(validate(&t), LATCH_EINVAL);
+    c = cmp_fence(STORE_CMP_EQUAL, 2, true);
+    c.value = B("rw");
+    c.value_len = 2; /* the shared marker is one byte */
+    assert_int_equal(validate(&t), LATCH_EINVAL);
+    c = (struct store_compare){.target = STORE_CMP_FENCE + 1, .key = B("k"), .key_len = 1};
+    assert_int_equal(validate(&t), LATCH_EINVAL);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -923,6 +1035,9 @@ int main(void)
         T(test_txn_with_many_nested_txns_runs_each_on_its_own_branch),
         T(test_txn_ignore_value_put_after_a_delete_from_key_fails_whole_txn),
         T(test_txn_with_a_put_fails_with_nospace_while_the_alarm_is_on),
+        T(test_txn_fence_holds_for_the_lowest_entry_and_a_run_of_shared_ones),
+        T(test_txn_fenced_write_applies_only_while_the_token_is_current),
+        T(test_validate_rejects_malformed_fences),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
