@@ -605,6 +605,12 @@ struct store_cmd {
             uint32_t value_len;
             int64_t lease;
             bool make_parents; /* create missing ancestors (empty values) first */
+            /* Append the revision of this create, as 20 decimal digits (zero-padded), to
+             * path: the node created is path + "%020" PRId64 of
+             * result.u.tree_create.created_revision. Revisions are never reused, so
+             * sequential names never repeat and sort in creation order. The checks
+             * (path rules, parents, existence) apply to the name with its suffix. */
+            bool sequential;
         } tree_create;
         struct {
             const uint8_t *path;

@@ -19,7 +19,8 @@
  *   LEASE_GRANT := id i64, ttl i64        LEASE_REVOKE := id i64
  *   LEASE_CHECKPOINT := count u32, (id i64, remaining_ttl i64) * count
  *   ALARM    := action u32, alarm u32
- *   TREE_CREATE := path bytes, value bytes, lease i64, make_parents u8
+ *   TREE_CREATE := path bytes, value bytes, lease i64, make_parents u8, sequential u8
+ *                  (version 1 entries end after make_parents: not sequential)
  *   TREE_DELETE := path bytes, recursive u8, expected_version i64
  *   bytes    := len u32, len bytes;   booleans are one byte, 0 or 1.
  *
@@ -37,7 +38,8 @@
 
 #include "store_int.h"
 
-#define STORE__CMD_VERSION 1u
+/* 2: TREE_CREATE gained `sequential`. Entries of version 1 still decode. */
+#define STORE__CMD_VERSION 2u
 #define STORE__TXN_LEVELS  (STORE_TXN_DEPTH_MAX + 2u) /* the command's txn + nested ones */
 
 /* Smallest encodings, used to bound counts before allocating. */
@@ -283,6 +285,7 @@ static int wr_cmd(struct store__wr *w, const struct store_cmd *c)
         wr_bytes(w, c->u.tree_create.value, c->u.tree_create.value_len);
         wr_i64(w, c->u.tree_create.lease);
         wr_u8(w, c->u.tree_create.make_parents);
+        wr_u8(w, c->u.tree_create.sequential);
         return 0;
     case STORE_CMD_TREE_DELETE:
         wr_bytes(w, c->u.tree_delete.path, c->u.tree_delete.path_len);
@@ -330,6 +333,7 @@ struct store__rd {
     const uint8_t *buf;
     size_t len;
     size_t pos;
+    uint32_t version; /* the entry's format version */
 };
 
 static size_t rd_left(const struct store__rd *r)
@@ -578,6 +582,9 @@ static int rd_tree(struct store__rd *r, struct store_cmd *c)
         rc = rc != 0 ? rc : rd_bytes(r, &c->u.tree_create.value, &c->u.tree_create.value_len);
         rc = rc != 0 ? rc : rd_i64(r, &c->u.tree_create.lease);
         rc = rc != 0 ? rc : rd_bool(r, &c->u.tree_create.make_parents);
+        if (r->version >= 2) {
+            rc = rc != 0 ? rc : rd_bool(r, &c->u.tree_create.sequential);
+        }
         return rc;
     }
     rc = rd_bytes(r, &c->u.tree_delete.path, &c->u.tree_delete.path_len);
@@ -622,9 +629,10 @@ int store_cmd_decode(const uint8_t *buf, size_t len, struct latch_arena *a, stru
 
     memset(out, 0, sizeof(*out));
     int rc = rd_u8(&r, &version);
-    if (rc == 0 && version != STORE__CMD_VERSION) {
+    if (rc == 0 && (version < 1 || version > STORE__CMD_VERSION)) {
         rc = LATCH_EINVAL;
     }
+    r.version = version;
     rc = rc != 0 ? rc : rd_enum(&r, STORE_CMD_TXN, STORE_CMD_TREE_DELETE, &out->type);
     rc = rc != 0 ? rc : rd_body(&r, a, out);
     if (rc == 0 && r.pos != len) {

@@ -21,6 +21,8 @@
  * P/name + '0' ('0' is the byte after '/'). Listing costs O((children + implicit
  * intermediate nodes) * log n), never the size of the subtrees.
  */
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "store_int.h"
@@ -286,7 +288,20 @@ int store__tree_create(struct store__w *w, const struct store_cmd *c, struct sto
     uint32_t len = c->u.tree_create.path_len;
     int64_t lease = c->u.tree_create.lease;
     int64_t created = 0;
+    uint8_t seq_path[STORE_KEY_BYTES_MAX];
 
+    if (c->u.tree_create.sequential) {
+        char digits[24];
+        int n = snprintf(digits, sizeof(digits), "%020" PRId64, store__w_rev(w));
+        LATCH_ASSERT(n == 20);
+        if (len > STORE_KEY_BYTES_MAX - 20u) {
+            return LATCH_ETOOBIG;
+        }
+        memcpy(seq_path, path, len);
+        memcpy(seq_path + len, digits, 20);
+        path = seq_path;
+        len += 20;
+    }
     if (!store_path_valid(path, len) || len == 1) {
         return LATCH_EINVAL;
     }

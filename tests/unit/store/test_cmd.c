@@ -146,6 +146,7 @@ static void assert_cmd_equal(const struct store_cmd *a, const struct store_cmd *
                      b->u.tree_create.value_len);
         assert_int_equal(a->u.tree_create.lease, b->u.tree_create.lease);
         assert_int_equal(a->u.tree_create.make_parents, b->u.tree_create.make_parents);
+        assert_int_equal(a->u.tree_create.sequential, b->u.tree_create.sequential);
         break;
     default:
         assert_int_equal(a->type, STORE_CMD_TREE_DELETE);
@@ -335,6 +336,7 @@ static void test_every_non_txn_command_round_trips(void **state)
     c[5].u.tree_create.value_len = 3;
     c[5].u.tree_create.lease = 99;
     c[5].u.tree_create.make_parents = true;
+    c[5].u.tree_create.sequential = true;
     c[6].type = STORE_CMD_TREE_DELETE;
     c[6].u.tree_delete.path = B("/a");
     c[6].u.tree_delete.path_len = 2;
@@ -484,10 +486,32 @@ static int decode_bytes(const uint8_t *bytes, size_t n)
     return rc;
 }
 
+/* Entries of format version 1 (before `sequential`) still decode: a TREE_CREATE ends after
+ * make_parents and is not sequential; the same bytes as version 2 lack a byte. */
+static void test_version_1_tree_create_still_decodes(void **state)
+{
+    (void)state;
+    uint8_t v1[] = {
+        1, STORE_CMD_TREE_CREATE, 2, 0, 0, 0, '/', 'a', 1, 0, 0, 0, 'v', 7, 0, 0, 0, 0, 0, 0, 0, 1};
+    struct latch_arena a;
+    struct store_cmd back;
+    latch_arena_init(&a, 0);
+    assert_int_equal(store_cmd_decode(v1, sizeof(v1), &a, &back), 0);
+    assert_int_equal(back.type, STORE_CMD_TREE_CREATE);
+    assert_bytes(back.u.tree_create.path, back.u.tree_create.path_len, B("/a"), 2);
+    assert_int_equal(back.u.tree_create.lease, 7);
+    assert_true(back.u.tree_create.make_parents);
+    assert_false(back.u.tree_create.sequential);
+    latch_arena_close(&a);
+    v1[0] = 2;
+    assert_int_equal(decode_bytes(v1, sizeof(v1)), LATCH_EINVAL);
+}
+
 static void test_unknown_version_type_and_enum_bytes_are_refused(void **state)
 {
     (void)state;
-    const uint8_t wrong_version[] = {2, STORE_CMD_COMPACT, 1, 0, 0, 0, 0, 0, 0, 0};
+    const uint8_t wrong_version[] = {3, STORE_CMD_COMPACT, 1, 0, 0, 0, 0, 0, 0, 0};
+    const uint8_t version_zero[] = {0, STORE_CMD_COMPACT, 1, 0, 0, 0, 0, 0, 0, 0};
     const uint8_t wrong_type[] = {1, 9, 1, 0, 0, 0, 0, 0, 0, 0};
     const uint8_t zero_type[] = {1, 0};
     const uint8_t good[] = {1, STORE_CMD_COMPACT, 1, 0, 0, 0, 0, 0, 0, 0};
@@ -500,6 +524,7 @@ static void test_unknown_version_type_and_enum_bytes_are_refused(void **state)
     const uint8_t bad_alarm[] = {1, 6, 1, 0, 0, 0, 2, 0, 0, 0};
     assert_int_equal(decode_bytes(good, sizeof(good)), 0);
     assert_int_equal(decode_bytes(wrong_version, sizeof(wrong_version)), LATCH_EINVAL);
+    assert_int_equal(decode_bytes(version_zero, sizeof(version_zero)), LATCH_EINVAL);
     assert_int_equal(decode_bytes(wrong_type, sizeof(wrong_type)), LATCH_EINVAL);
     assert_int_equal(decode_bytes(zero_type, sizeof(zero_type)), LATCH_EINVAL);
     assert_int_equal(decode_bytes(bad_op, sizeof(bad_op)), LATCH_EINVAL);
@@ -611,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_encode_refuses_unknown_enums),
         cmocka_unit_test(test_every_truncation_fails_with_einval),
         cmocka_unit_test(test_unknown_version_type_and_enum_bytes_are_refused),
+        cmocka_unit_test(test_version_1_tree_create_still_decodes),
         cmocka_unit_test(test_huge_counts_and_lengths_are_refused_before_allocating),
         cmocka_unit_test(test_nesting_deeper_than_the_decoder_accepts_is_refused),
         cmocka_unit_test(test_random_byte_damage_never_reads_outside_the_buffer),

@@ -6,6 +6,7 @@
  * children by skip-scan with paging — whose cost follows the number of children, not the
  * size of their subtrees.
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -673,6 +674,46 @@ static void test_random_operations_keep_i7(void **state)
     check_i7(f);
 }
 
+static int tcreate_seq(struct fx *f, const char *prefix, bool parents, struct store_result *res)
+{
+    struct store_cmd c = {.type = STORE_CMD_TREE_CREATE};
+    c.u.tree_create.path = B(prefix);
+    c.u.tree_create.path_len = L(prefix);
+    c.u.tree_create.value = B("v");
+    c.u.tree_create.value_len = 1;
+    c.u.tree_create.make_parents = parents;
+    c.u.tree_create.sequential = true;
+    return fx_apply(f, &c, res);
+}
+
+/* Sequential names end with the creating revision in 20 digits: never repeated, in
+ * creation order, and the checks apply to the full name. */
+static void test_sequential_create_appends_the_revision(void **state)
+{
+    struct fx *f = *state;
+    struct store_result res;
+    char name[64];
+    assert_int_equal(tcreate(f, "/q", "", 0, false, &res), 0);
+    assert_int_equal(tcreate_seq(f, "/q/lock-", false, &res), 0);
+    int64_t first = res.u.tree_create.created_revision;
+    snprintf(name, sizeof(name), "/q/lock-%020" PRId64, first);
+    assert_int_equal(stat_ok(f, name).create_revision, first);
+    assert_int_equal(tcreate_seq(f, "/q/", false, &res), 0); /* a bare parent prefix */
+    int64_t second = res.u.tree_create.created_revision;
+    assert_true(second > first);
+    snprintf(name, sizeof(name), "/q/%020" PRId64, second);
+    assert_int_equal(stat_ok(f, name).create_revision, second);
+    assert_int_equal(stat_ok(f, "/q").num_children, 2);
+
+    /* Parents are checked for the full name, and made when asked. */
+    assert_int_equal(tcreate_seq(f, "/none/x-", false, &res), LATCH_ENOTFOUND);
+    assert_int_equal(tcreate_seq(f, "/none/x-", true, &res), 0);
+    snprintf(name, sizeof(name), "/none/x-%020" PRId64, res.u.tree_create.created_revision);
+    assert_int_equal(stat_ok(f, name).version, 1);
+    /* A prefix that cannot make a valid path with any suffix. */
+    assert_int_equal(tcreate_seq(f, "q-", false, &res), LATCH_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -692,6 +733,7 @@ int main(void)
         T(test_children_cost_follows_children_not_subtree_size),
         T(test_root_lists_top_level_keys_only),
         T(test_random_operations_keep_i7),
+        T(test_sequential_create_appends_the_revision),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
