@@ -204,26 +204,56 @@ static void write_done(void *data, int err, const struct store_result *res)
     free(w);
 }
 
+int srv_kv_propose_cmd(const struct srv_kv *kv,
+                       const struct store_cmd *c,
+                       srv_node_propose_cb cb,
+                       void *data)
+{
+    size_t size = store_cmd_size(c);
+    if (size > kv->max_request_bytes) {
+        return LATCH_ETOOBIG;
+    }
+    uint8_t *buf = malloc(size > 0 ? size : 1);
+    size_t len = 0;
+    int rc = buf == NULL ? LATCH_ENOMEM : store_cmd_encode(c, buf, size, &len);
+    if (rc == 0) {
+        rc = srv_node_propose(kv->node, buf, len, cb, data);
+    }
+    free(buf); /* the node copied it */
+    return rc;
+}
+
+int srv_kv_propose_txn(const struct srv_kv *kv,
+                       const struct store_txn_req *t,
+                       srv_node_propose_cb cb,
+                       void *data,
+                       char *why,
+                       size_t why_size)
+{
+    if (why_size > 0) {
+        why[0] = '\0';
+    }
+    int rc = store_txn_validate(t, why, why_size);
+    if (rc != 0) {
+        return rc;
+    }
+    struct store_cmd c = {.type = STORE_CMD_TXN};
+    c.u.txn = *t;
+    return srv_kv_propose_cmd(kv, &c, cb, data);
+}
+
 /* Encodes c and proposes it; answers call now on any error. */
 static void
 propose(struct srv_kv *kv, struct api_call *call, enum kv_kind kind, const struct store_cmd *c)
 {
-    size_t size = store_cmd_size(c);
-    if (size > kv->max_request_bytes) {
-        fail(call, LATCH_ETOOBIG, NULL);
-        return;
-    }
-    uint8_t *buf = malloc(size > 0 ? size : 1);
     struct kv_wait *w = calloc(1, sizeof(*w));
-    size_t len = 0;
-    int rc = buf == NULL || w == NULL ? LATCH_ENOMEM : store_cmd_encode(c, buf, size, &len);
-    if (rc == 0) {
+    int rc = LATCH_ENOMEM;
+    if (w != NULL) {
         w->call = call;
         w->ids = *kv;
         w->kind = kind;
-        rc = srv_node_propose(kv->node, buf, len, write_done, w);
+        rc = srv_kv_propose_cmd(kv, c, write_done, w);
     }
-    free(buf); /* the node copied it */
     if (rc != 0) {
         free(w);
         fail(call, rc, NULL);

@@ -48,4 +48,28 @@ void srv_kv_free(struct srv_kv *kv);
 /* Fills hdr with the service's cluster and member ids, revision and the node's term. */
 void srv_kv_header(const struct srv_kv *kv, int64_t revision, Etcdserverpb__ResponseHeader *hdr);
 
+/*
+ * Encodes c and proposes it through the service's node with cb and data (srv_node_propose's
+ * contract), refusing with LATCH_ETOOBIG a command over the service's request size limit.
+ * Returns 0, LATCH_ETOOBIG, LATCH_ENOMEM, store_cmd_encode's or srv_node_propose's errors.
+ */
+int srv_kv_propose_cmd(const struct srv_kv *kv,
+                       const struct store_cmd *c,
+                       srv_node_propose_cb cb,
+                       void *data);
+
+/*
+ * Checks t as a Txn request is checked (store_txn_validate; why gets its sentence, or "" for
+ * other errors) and proposes it as one txn command through the service's node, with the
+ * service's request size limit. cb runs as for srv_node_propose, only when this returns 0.
+ * Returns 0, store_txn_validate's errors, LATCH_ETOOBIG, LATCH_ENOMEM or srv_node_propose's.
+ * For the other etcd services that write through the log (svc_v3conc.h).
+ */
+int srv_kv_propose_txn(const struct srv_kv *kv,
+                       const struct store_txn_req *t,
+                       srv_node_propose_cb cb,
+                       void *data,
+                       char *why,
+                       size_t why_size);
+
 #endif /* SERVER_SVC_KV_H */

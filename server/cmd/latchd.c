@@ -26,7 +26,8 @@
  * Services: KV, Watch, Lease (a follower forwards keep-alives and time-to-live to the
  * leader: svc_lease.h), Maintenance Status, Alarm, Defragment, Hash, HashKV and Snapshot
  * (svc_maint.h; its workers stop before the node closes), MoveLeader, Cluster
- * (svc_cluster.h), Auth Authenticate ("not enabled").
+ * (svc_cluster.h), Auth Authenticate ("not enabled"), etcd's v3lock and v3election
+ * (svc_v3conc.h: fed by the node's applied hook, like the watch hub).
  * Membership (docs/decisions/membership.md): the cluster and member ids live in the data
  * dir (server/identity.h; --initial-cluster-state existing joins through the peers'
  * Members RPC); the transport follows the replicated membership; a removed member exits 1;
@@ -60,6 +61,7 @@
 #include "svc_kv.h"
 #include "svc_lease.h"
 #include "svc_maint.h"
+#include "svc_v3conc.h"
 #include "svc_watch.h"
 #include "watch.h"
 
@@ -76,6 +78,7 @@ struct latchd {
     struct api_server *clients;
     struct api_server *peers;
     struct srv_kv *kv;
+    struct srv_v3conc *v3conc;
     struct srv_lease_keeper *leases; /* stopped before the node closes */
     struct srv_lease *lease_svc;
     struct srv_maint *maint;
@@ -168,6 +171,8 @@ static void node_applied(void *data, int64_t revision)
         srv_watch_hub_applied(d->watch, revision);
     }
     srv_maint_applied(d->maint); /* the NOSPACE alarm when over the quota */
+    /* waiting Locks and Campaigns, Observe streams */
+    srv_v3conc_applied(d->v3conc, revision);
 }
 
 static void peer_deliver(void *data, const struct raft_msg *m)
@@ -1088,6 +1093,10 @@ static int start(struct latchd *d)
         rc = srv_lease_keeper_new(&d->loop, &lc, &d->leases);
     }
     if (rc == 0) {
+        struct srv_v3conc_config vc = {.node = d->node, .kv = d->kv, .keeper = d->leases};
+        rc = srv_v3conc_register(d->clients, &vc, &d->v3conc);
+    }
+    if (rc == 0) {
         /* etcd's minimum TTL: 1.5 election timeouts, rounded up to seconds (2 s by default). */
         struct srv_lease_svc_config lsc = {.node = d->node,
                                            .keeper = d->leases,
@@ -1197,6 +1206,7 @@ int main(int argc, char **argv)
         stop(d);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
+    srv_v3conc_free(d->v3conc); /* before the KV service it proposes through */
     srv_kv_free(d->kv);
     srv_lease_free(d->lease_svc);
     srv_lease_keeper_free(d->leases);

@@ -2,7 +2,7 @@
 """Differential runs: the same scripted client sessions against a real etcd 3.4 cluster and
 against a latch cluster, outputs compared.
 
-Usage: run_diff.py LATCHD [BUILD_DIR] [--only etcdctl,go,python] [--keep]
+Usage: run_diff.py LATCHD [BUILD_DIR] [--only etcdctl,go,python,v3conc] [--keep]
 
 Starts three members of Debian's etcd 3.4 (/usr/bin/etcd, package etcd-server) and three
 latchd members (LATCHD), each on free loopback ports with their data in a temporary
@@ -13,6 +13,8 @@ directory, then runs, against each cluster in turn:
   2. clientv3_diff.go (Go clientv3 + concurrency, built offline in GOPATH mode into
      BUILD_DIR/compat/) — prints one line per step;
   3. etcd3_diff.py (Debian's python3-etcd3) — prints one line per step.
+  4. v3conc_diff.py (grpcio, messages generated with protoc) — etcd's v3lock and
+     v3election services; one line per step.
 
 Each transcript is normalised (normalise() below: member, cluster and lease ids, ports and
 endpoints, durations and timestamps, etcd version strings, Raft term/index, database sizes
@@ -54,6 +56,7 @@ SESSION = os.path.join(HERE, "session_etcdctl.txt")
 ALLOWLIST = os.path.join(HERE, "allowlist.txt")
 GO_SRC = os.path.join(HERE, "clientv3_diff.go")
 PY_SRC = os.path.join(HERE, "etcd3_diff.py")
+V3CONC_SRC = os.path.join(HERE, "v3conc_diff.py")  # v3lock / v3election over grpcio
 MEMBERS = 3
 START_TIMEOUT = 60
 STEP_TIMEOUT = 30  # s for one etcdctl command that should finish by itself
@@ -550,7 +553,7 @@ def indent(text, prefix=""):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    only = {"etcdctl", "go", "python"}
+    only = {"etcdctl", "go", "python", "v3conc"}
     keep = "--keep" in sys.argv
     for i, a in enumerate(sys.argv):
         if a == "--only" and i + 1 < len(sys.argv):
@@ -588,6 +591,9 @@ def main():
                     res["go"] = normalise_record(run_program(t, [go_bin]), t, {})
                 if "python" in only:
                     res["python"] = normalise_record(run_program(t, [PYTHON, PY_SRC]), t, {})
+                if "v3conc" in only:
+                    res["v3conc"] = normalise_record(run_program(t, [PYTHON, V3CONC_SRC]), t,
+                                                     {})
                 for session, rec in res.items():
                     write_transcript(os.path.join(out_dir, "%s.%s.txt" % (session, name)), rec)
                 results[name] = res
