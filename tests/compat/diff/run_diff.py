@@ -385,7 +385,11 @@ def normalise(text, t, vars_):
                   r'DBSize|DBSizeInUse)" : \d+', r'"\1" : <N>', text)
     # lock/elect keys name/<lease hex> of a lease etcdctl granted itself
     text = re.sub(r"\b(mylock|myelection)/[0-9a-f]{1,16}\b", r"\1/<LEASE>", text)
-    text = re.sub(r"\b[0-9a-f]{16}\b", "<HEXID>", text)  # member ids in tables/status lines
+    # member ids in tables and status lines: etcdctl prints them with %x, so an id whose top
+    # hex digit is 0 has fewer than 16 digits (member list rows, endpoint status rows)
+    text = re.sub(r"(?m)^[0-9a-f]{1,16}(?=, (?:started|unstarted), )", "<HEXID>", text)
+    text = re.sub(r"(<EP\d>, )[0-9a-f]{1,16}(?=, )", r"\1<HEXID>", text)
+    text = re.sub(r"\b[0-9a-f]{16}\b", "<HEXID>", text)
     # a lease's remaining TTL is a timing: any value from 0 to the granted TTL is the same
     text = re.sub(r"granted with TTL\((\d+)s\), remaining\((\d+)s\)",
                   lambda m: "granted with TTL(%ss), remaining(%s)" % (
