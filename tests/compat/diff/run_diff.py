@@ -60,6 +60,7 @@ V3CONC_SRC = os.path.join(HERE, "v3conc_diff.py")  # v3lock / v3election over gr
 MEMBERS = 3
 START_TIMEOUT = 60
 STEP_TIMEOUT = 30  # s for one etcdctl command that should finish by itself
+SETTLE_TIMEOUT = 30  # s for every member to reach the same revision before a {settle} step
 CLIENT_TIMEOUT = 120  # s for the Go or python session program
 GO_BUILD_TIMEOUT = 300
 
@@ -219,6 +220,8 @@ def parse_session(path):
                     opts["stdin-bytes"] = int(val)
                 elif key == "sort":
                     opts["sort"] = True
+                elif key == "settle":
+                    opts["settle"] = True
                 else:
                     raise ValueError("%s:%d: unknown option %r" % (path, n, key))
         s = Step(name.strip(), shlex.split(rest), n)
@@ -229,6 +232,28 @@ def parse_session(path):
     if dup:
         raise ValueError("%s: duplicate step names %s" % (path, sorted(dup)))
     return steps
+
+
+def member_revisions(t):
+    """The store revision each member reports (Status header), or [] when one does not
+    answer."""
+    p = subprocess.run([ETCDCTL, "--endpoints=" + ",".join(t.endpoints), "--dial-timeout=2s",
+                        "--command-timeout=3s", "endpoint", "status", "-w", "json"],
+                       capture_output=True, text=True, timeout=20,
+                       env=dict(etcd_env(), ETCDCTL_API="3"))
+    try:
+        doc = json.loads(p.stdout) if p.returncode == 0 else []
+        return [st["Status"]["header"]["revision"] for st in doc]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+def settle(t):
+    """Waits (bounded) until every member has applied the same revision, so that a
+    serializable read through any of them sees the last write (a slow follower could
+    otherwise answer from an older state, on etcd and latch alike)."""
+    wait_until(lambda: len(set(r := member_revisions(t))) == 1 and len(r) == MEMBERS,
+               SETTLE_TIMEOUT, 0.2)
 
 
 def subst(text, vars_):
@@ -310,6 +335,8 @@ def run_session(t, steps, tmp):
             continue
         if "sleep" in s.opts:
             time.sleep(s.opts["sleep"])
+        if s.opts.get("settle"):
+            settle(t)
         cmd = ctl_cmd(t, s, vars_)
         stdin_text = subst(s.stdin, vars_) if s.stdin is not None else ""
         if "stdin-bytes" in s.opts:
