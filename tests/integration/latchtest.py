@@ -44,15 +44,26 @@ def check(name, cond, detail=""):
     return cond
 
 
+_issued_ports = set()  # every port free_ports handed out in this process
+
+
 def free_ports(n):
-    """n distinct free loopback TCP ports (all bound at once, then released)."""
+    """n distinct free loopback TCP ports, none handed out before by this process (members
+    get their ports one after the other and bind them only when started: without this, the
+    kernel could offer a port twice in the meantime). All candidates are bound at once, then
+    released."""
     socks = []
+    ports = []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            socks.append(s)  # held until the end, so the kernel offers another one next
+            port = s.getsockname()[1]
+            if port not in _issued_ports:
+                ports.append(port)
+        _issued_ports.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()

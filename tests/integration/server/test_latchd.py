@@ -11,9 +11,10 @@ Usage: test_latchd.py LATCHD
    putting; the survivors elect a new leader and hold every acknowledged key; the killed
    member restarts on its data dir and catches up; SIGTERM stops all three with status 0.
 
-Not tested here: a minority partition (needs network namespaces, issue 7); Watch, Lease,
-Cluster and Maintenance (not implemented yet), TLS listeners. etcdctl 3.4 has no
---count-only (etcd 3.5 added it): the count is checked in the JSON of a ranged get instead.
+Tested elsewhere: partitions and kill -9 under several writers (test_latchd_faults.py),
+Watch, Lease, membership, snapshots, Maintenance (their own test_latchd_*.py), TLS listeners
+(test_latchd_tls.py). etcdctl 3.4 has no --count-only (etcd 3.5 added it): the count is
+checked in the JSON of a ranged get instead.
 
 Ports are found at run time (bind port 0), data dirs live in a temp dir, each latchd's
 stderr goes to a file that must not contain a sanitizer report, every wait polls a condition

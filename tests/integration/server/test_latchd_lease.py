@@ -28,16 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from latchtest import check, fail, failures, free_ports, ok, wait_until  # noqa: E402
+from latchtest import EXIT_TIMEOUT, Member, check, failures, wait_until  # noqa: E402
 
 ETCDCTL = "/usr/bin/etcdctl"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
-START_TIMEOUT = 60
-EXIT_TIMEOUT = 30
 EXPIRY_TIMEOUT = 60  # s of polling for an expired lease's key to go (generous: CI)
 
 
@@ -63,74 +59,6 @@ def etcdctl(endpoint, *args, timeout=30):
         p.kill()
         out, err = p.communicate()
         return Result(cmd, "timeout", out, err)
-
-
-class Latchd:
-    def __init__(self, binary, root):
-        self.binary, self.root = binary, root
-        self.client_port, self.peer_port, self.metrics_port = free_ports(3)
-        self.data_dir = os.path.join(root, "data")
-        self.proc = None
-        self.logs = []
-
-    @property
-    def endpoint(self):
-        return "127.0.0.1:%d" % self.client_port
-
-    def start(self):
-        log = os.path.join(self.root, "latchd.%d.log" % len(self.logs))
-        self.logs.append(log)
-        peer = "http://127.0.0.1:%d" % self.peer_port
-        args = [self.binary, "--data-dir", self.data_dir,
-                "--listen-client-urls", "http://" + self.endpoint,
-                "--advertise-client-urls", "http://" + self.endpoint,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--listen-metrics-urls", "http://127.0.0.1:%d" % self.metrics_port,
-                "--log-format", "text"]
-        with open(log, "wb") as f:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=f,
-                                         stderr=subprocess.STDOUT)
-
-    def healthy(self):
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/health" % self.metrics_port,
-                                        timeout=2) as r:
-                return r.status == 200
-        except (OSError, ValueError, urllib.error.HTTPError):
-            return False
-
-    def wait_healthy(self):
-        alive = lambda: self.proc.poll() is None
-        return wait_until(lambda: (not alive()) or self.healthy(), START_TIMEOUT) \
-            and alive() and self.healthy()
-
-    def terminate(self):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=EXIT_TIMEOUT)
-
-    def log_text(self):
-        out = []
-        for log in self.logs:
-            try:
-                with open(log, "r", errors="replace") as f:
-                    out.append(f.read())
-            except OSError:
-                pass
-        return "".join(out)
-
-    def tail(self, n=30):
-        return "\n".join(self.log_text().splitlines()[-n:])
 
 
 GRANTED = re.compile(r"^lease ([0-9a-f]{16}) granted with TTL\((\d+)s\)$")
@@ -234,7 +162,7 @@ def main():
         print("usage: test_latchd_lease.py LATCHD", file=sys.stderr)
         return 2
     root = tempfile.mkdtemp(prefix="latchd-lease-")
-    d = Latchd(os.path.abspath(sys.argv[1]), root)
+    d = Member(os.path.abspath(sys.argv[1]), root, "data", None)
     try:
         d.start()
         if not check("latchd starts and is healthy", d.wait_healthy(), d.tail()):
@@ -344,7 +272,7 @@ def main():
 
         code = d.terminate()
         check("SIGTERM: latchd exits 0 at the end", code == 0, d.tail())
-        text = d.log_text()
+        text = d.all_logs()
         bad = [mk for mk in SANITIZER_MARKS if mk in text]
         check("no sanitizer report in latchd's logs", not bad, d.tail(60))
     finally:

@@ -40,11 +40,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from latchtest import check, fail, failures, free_ports, ok, wait_until  # noqa: E402
+import latchtest  # noqa: E402
+from latchtest import check, fail, failures, ok, wait_until  # noqa: E402
 
 ETCDCTL = "/usr/bin/etcdctl"
 OPENSSL = "/usr/bin/openssl"
@@ -52,7 +51,6 @@ CERT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..
                            "scripts", "make-test-certs.sh")
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 START_TIMEOUT = 60  # s until /health answers 200 (sanitized debug build, slow CI)
-EXIT_TIMEOUT = 30  # s for a SIGTERMed latchd to exit
 RELOAD_TIMEOUT = 20  # s for the reload log line after SIGHUP
 
 
@@ -99,21 +97,17 @@ def get_value(endpoint, key, tls=()):
     return r.out.rstrip("\n") if r.rc == 0 else None
 
 
-class Member:
-    """One latchd: https or http client URL, https or http peer URL, http admin URL."""
+class Member(latchtest.Member):
+    """One latchd: https or http client URL, https or http peer URL, http admin URL (start,
+    health, logs and signals as latchtest.Member)."""
 
     def __init__(self, latchd, root, name, certs, client_tls=False, client_cert_auth=False,
                  peer_tls=False, peer_certs=None, peer_cert="peer"):
-        self.latchd, self.root, self.name = latchd, root, name
+        super().__init__(latchd, root, name, "latch-tls-%d" % os.getpid())
         self.certs, self.peer_certs = certs, peer_certs
         self.client_tls, self.client_cert_auth, self.peer_tls = client_tls, client_cert_auth, \
             peer_tls
-        self.client_port, self.peer_port, self.metrics_port = free_ports(3)
-        self.data_dir = os.path.join(root, name)
-        self.cluster = None
-        self.proc = None
-        self.logs = []
-        self.extra = []
+        self.extra = self.extra_args  # more arguments, set by the scenarios
         self.peer_cert = peer_cert  # peer_certs/<peer_cert>.pem and .key
 
     @property
@@ -123,10 +117,6 @@ class Member:
     @property
     def peer_url(self):
         return "%s://127.0.0.1:%d" % ("https" if self.peer_tls else "http", self.peer_port)
-
-    @property
-    def admin(self):
-        return "http://127.0.0.1:%d" % self.metrics_port
 
     def args(self):
         a = [self.latchd, "--name", self.name, "--data-dir", self.data_dir,
@@ -145,59 +135,8 @@ class Member:
                   "--peer-trusted-ca-file", os.path.join(self.peer_certs, "ca.pem"),
                   "--peer-client-cert-auth"]
         if self.cluster is not None:
-            a += ["--initial-cluster", self.cluster,
-                  "--initial-cluster-token", "latch-tls-%d" % os.getpid()]
+            a += ["--initial-cluster", self.cluster, "--initial-cluster-token", self.token]
         return a + self.extra
-
-    def start(self):
-        log = os.path.join(self.root, "%s.%d.log" % (self.name, len(self.logs)))
-        self.logs.append(log)
-        with open(log, "wb") as f:
-            self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL, stdout=f,
-                                         stderr=subprocess.STDOUT)
-
-    def log_text(self, which=-1):
-        try:
-            with open(self.logs[which], "r", errors="replace") as f:
-                return f.read()
-        except (OSError, IndexError):
-            return ""
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def healthy(self):
-        try:
-            with urllib.request.urlopen(self.admin + "/health", timeout=2) as r:
-                return r.status == 200
-        except (OSError, ValueError, urllib.error.HTTPError):
-            return False
-
-    def wait_healthy(self):
-        return wait_until(lambda: (not self.alive()) or self.healthy(), START_TIMEOUT) \
-            and self.alive() and self.healthy()
-
-    def terminate(self):
-        """SIGTERM by PID, bounded wait; the exit status, or None if it did not exit."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            try:
-                self.proc.wait(timeout=EXIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-
-    def tail(self, n=30):
-        return "%s:\n%s" % (self.name, "\n".join(self.log_text().splitlines()[-n:]))
 
 
 def stop_all(members, what):
