@@ -21,7 +21,7 @@
     X(LATCH_ECORRUPT, -6, "persistent state failed a checksum")                                    \
     X(LATCH_ESHUTDOWN, -7, "node is shutting down")                                                \
     X(LATCH_ECOMPACTED, -8, "requested index or revision has been compacted")                      \
-    X(LATCH_EUNAVAILABLE, -9, "requested log entries are not available")                           \
+    X(LATCH_EUNAVAILABLE, -9, "unavailable (no leader or connection, or log entries gone)")        \
     X(LATCH_ENOLEADER, -10, "no leader is known")                                                  \
     X(LATCH_ETRANSFER, -11, "leadership transfer in progress")                                     \
     X(LATCH_ECONFPENDING, -12, "a membership change is already pending")                           \
@@ -50,7 +50,13 @@
     X(LATCH_ELEARNERBEHIND, -35, "can only promote a learner member which is in sync with leader") \
     X(LATCH_ETOOMANYLEARNERS, -36, "too many learner members in cluster")                          \
     X(LATCH_ENOTSTARTED, -37, "re-configuration failed due to not enough started members")         \
-    X(LATCH_EUNHEALTHY, -38, "unhealthy cluster")
+    X(LATCH_EUNHEALTHY, -38, "unhealthy cluster")                                                  \
+    X(LATCH_EFENCED, -39, "fencing token is not current")                                          \
+    X(LATCH_EBUSY, -40, "lock is held")                                                            \
+    X(LATCH_ESESSIONLOST, -41, "session expired or lost")                                          \
+    X(LATCH_ECANCELED, -42, "call canceled")                                                       \
+    X(LATCH_EPERM, -43, "permission denied")                                                       \
+    X(LATCH_EUNIMPLEMENTED, -44, "method not implemented by the server")
 
 enum latch_error {
     LATCH_OK = 0,

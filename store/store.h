@@ -337,8 +337,10 @@ enum store_compare_result {
  *
  * FENCE (docs/decisions/locks.md): [key, range_end) is a lock's queue, whose entries are
  * ordered by create revision, and number a fencing token. The fence holds when an entry has
- * create_revision == number and either no entry has a lower create revision, or the token's
- * entry and every lower one are shared. An entry is shared when value_len is 1 and its key's
+ * create_revision == number and a lease (lease != 0: an entry without one is a lock-delay
+ * tombstone, which keeps its place in the queue but is nobody's grant), and either no entry
+ * has a lower create revision, or the token's entry and every lower one (tombstones
+ * included, by their own kind) are shared. An entry is shared when value_len is 1 and its key's
  * byte at offset key_len (the first byte after the queue's prefix) equals value[0];
  * value_len 0: no entry is shared (an exclusive-only queue). result is EQUAL (true when the
  * fence holds) or NOT_EQUAL; range_end_len must be non-zero and number positive
@@ -564,6 +566,52 @@ enum store_cmd_type {
     STORE_CMD_ALARM = 6,
     STORE_CMD_TREE_CREATE = 7,
     STORE_CMD_TREE_DELETE = 8,
+    STORE_CMD_TREE_MULTI = 9,
+};
+
+#define STORE_TREE_OPS_MAX 128u /* ops of one TREE_MULTI */
+
+enum store_tree_op_type {
+    STORE_TREE_OP_CREATE = 1,
+    STORE_TREE_OP_SET = 2,
+    STORE_TREE_OP_DELETE = 3,
+    STORE_TREE_OP_CHECK = 4,
+};
+
+/*
+ * One op of a TREE_MULTI, with ZooKeeper's semantics on latch's paths (store_path_valid; the
+ * root is never written):
+ *   CREATE  as the TREE_CREATE command (path, value, lease, make_parents, sequential):
+ *           LATCH_EEXIST, LATCH_ENOTFOUND (no parent, or no lease), LATCH_EINVAL (path).
+ *   SET     path must exist (LATCH_ENOTFOUND); expected_version 0 or its version
+ *           (LATCH_EBADVERSION); the value is replaced, the node keeps its lease.
+ *   DELETE  as the TREE_DELETE command (expected_version, recursive; LATCH_ENOTEMPTY).
+ *   CHECK   absent: the path must not exist (LATCH_EEXIST); else it must exist
+ *           (LATCH_ENOTFOUND) with expected_version 0 or its version (LATCH_EBADVERSION).
+ * Ops run in order and see the effects of the ones before them.
+ */
+struct store_tree_op {
+    uint32_t type; /* enum store_tree_op_type */
+    const uint8_t *path;
+    const uint8_t *value;
+    uint32_t path_len;
+    uint32_t value_len;
+    int64_t lease;            /* CREATE */
+    int64_t expected_version; /* SET, DELETE, CHECK */
+    bool make_parents;        /* CREATE */
+    bool sequential;          /* CREATE */
+    bool recursive;           /* DELETE */
+    bool absent;              /* CHECK */
+};
+
+/* What one op of an applied TREE_MULTI did (CREATE and SET: the node after it). */
+struct store_tree_op_result {
+    int64_t created_revision; /* CREATE: the node's create revision (a sequential name's
+                                 suffix) */
+    int64_t deleted;          /* DELETE: nodes deleted */
+    int64_t version;          /* CREATE, SET: the node's version after the op */
+    int64_t create_revision;  /* CREATE, SET */
+    int64_t lease;            /* CREATE, SET */
 };
 
 enum store_alarm_action { STORE_ALARM_ACTIVATE = 1, STORE_ALARM_DEACTIVATE = 2 };
@@ -618,6 +666,17 @@ struct store_cmd {
             bool recursive; /* delete the whole subtree; else LATCH_ENOTEMPTY with children */
             int64_t expected_version; /* 0: any; else LATCH_EBADVERSION on mismatch */
         } tree_delete;
+        /* Guards, then ops, all in one revision or nothing: every guard (a store_compare,
+         * e.g. STORE_CMP_FENCE) must hold, else the command fails LATCH_EFENCED with
+         * failed_op -1; then each op in order; the first that fails makes the command fail
+         * with its error and failed_op its index. At most STORE_TXN_OPS_MAX guards and
+         * STORE_TREE_OPS_MAX ops. */
+        struct {
+            const struct store_compare *guards;
+            const struct store_tree_op *ops;
+            size_t guards_count;
+            size_t ops_count;
+        } tree_multi;
     } u;
 };
 
@@ -683,6 +742,11 @@ struct store_result {
         struct {
             int64_t deleted;
         } tree_delete;
+        struct {
+            int64_t failed_op; /* when err != 0: the failing op's index, -1 for a guard */
+            struct store_tree_op_result *results; /* ops_count of them, into the arena */
+            size_t count;
+        } tree_multi;
     } u;
 };
 

@@ -119,6 +119,8 @@ static int cmd_dispatch(struct store__w *w, const struct store_cmd *c, struct st
         return store__tree_create(w, c, res);
     case STORE_CMD_TREE_DELETE:
         return store__tree_delete(w, c, res);
+    case STORE_CMD_TREE_MULTI:
+        return store__tree_multi(w, c, res);
     default:
         LATCH_ASSERTF(false, "decoded command of unknown type %u", c->type);
         return LATCH_EINVAL;
@@ -134,7 +136,8 @@ static int cmd_dispatch(struct store__w *w, const struct store_cmd *c, struct st
  */
 static bool cmd_needs_child_txn(const struct store_cmd *c)
 {
-    return c->type == STORE_CMD_TXN && store__txn_may_fail_after_write(&c->u.txn);
+    return (c->type == STORE_CMD_TXN && store__txn_may_fail_after_write(&c->u.txn)) ||
+           c->type == STORE_CMD_TREE_MULTI;
 }
 
 /* Turns a deterministic error into res->err; a system error is returned for the batch. */
@@ -144,9 +147,13 @@ static int cmd_failed(struct store_result *res, int rc)
         return rc;
     }
     uint32_t type = res->type;
+    int64_t failed_op = type == STORE_CMD_TREE_MULTI ? res->u.tree_multi.failed_op : 0;
     memset(res, 0, sizeof(*res));
     res->type = type;
     res->err = rc;
+    if (type == STORE_CMD_TREE_MULTI) {
+        res->u.tree_multi.failed_op = failed_op; /* which op failed outlives the undo */
+    }
     return 0;
 }
 

@@ -22,6 +22,9 @@
  *   TREE_CREATE := path bytes, value bytes, lease i64, make_parents u8, sequential u8
  *                  (version 1 entries end after make_parents: not sequential)
  *   TREE_DELETE := path bytes, recursive u8, expected_version i64
+ *   TREE_MULTI  := guards_count u32, compare * guards_count, ops_count u32, tree_op * ops_count
+ *   tree_op  := type u8, path bytes, value bytes, lease i64, expected_version i64,
+ *               flags u8 (1 make_parents, 2 sequential, 4 recursive, 8 absent)
  *   bytes    := len u32, len bytes;   booleans are one byte, 0 or 1.
  *
  * Entries are read back on every replica and after every restart, possibly by a newer
@@ -46,6 +49,8 @@
 #define STORE__MIN_COMPARE    (1u + 1u + 4u + 4u + 8u + 4u)
 #define STORE__MIN_OP         (1u + 4u + 4u + 1u) /* a DELETE */
 #define STORE__MIN_CHECKPOINT 16u
+#define STORE__MIN_TREE_OP    (1u + 4u + 4u + 8u + 8u + 1u)
+#define STORE__TREE_FLAGS     15u
 
 /* ---------------------------------------------------------------------------------- */
 /* Writer: counts bytes when buf is NULL, so size and encode share one walk           */
@@ -248,6 +253,33 @@ static bool alarm_known(uint32_t action, uint32_t alarm)
            alarm == STORE_ALARM_NOSPACE;
 }
 
+static int wr_tree_multi(struct store__wr *w, const struct store_cmd *c)
+{
+    size_t ng = c->u.tree_multi.guards_count, nops = c->u.tree_multi.ops_count;
+    if (ng > UINT32_MAX || nops > UINT32_MAX) {
+        return LATCH_EINVAL;
+    }
+    wr_u32(w, (uint32_t)ng);
+    for (size_t i = 0; i < ng; i++) {
+        wr_compare(w, &c->u.tree_multi.guards[i]);
+    }
+    wr_u32(w, (uint32_t)nops);
+    for (size_t i = 0; i < nops; i++) {
+        const struct store_tree_op *op = &c->u.tree_multi.ops[i];
+        if (op->type < STORE_TREE_OP_CREATE || op->type > STORE_TREE_OP_CHECK) {
+            return LATCH_EINVAL;
+        }
+        wr_u8(w, op->type);
+        wr_bytes(w, op->path, op->path_len);
+        wr_bytes(w, op->value, op->value_len);
+        wr_i64(w, op->lease);
+        wr_i64(w, op->expected_version);
+        wr_u8(w, (op->make_parents ? 1u : 0u) | (op->sequential ? 2u : 0u) |
+                     (op->recursive ? 4u : 0u) | (op->absent ? 8u : 0u));
+    }
+    return 0;
+}
+
 /* Writes the whole command; w->pos ends at its size. */
 static int wr_cmd(struct store__wr *w, const struct store_cmd *c)
 {
@@ -292,6 +324,8 @@ static int wr_cmd(struct store__wr *w, const struct store_cmd *c)
         wr_u8(w, c->u.tree_delete.recursive);
         wr_i64(w, c->u.tree_delete.expected_version);
         return 0;
+    case STORE_CMD_TREE_MULTI:
+        return wr_tree_multi(w, c);
     default:
         return LATCH_EINVAL;
     }
@@ -593,6 +627,51 @@ static int rd_tree(struct store__rd *r, struct store_cmd *c)
     return rc;
 }
 
+static int rd_tree_multi(struct store__rd *r, struct latch_arena *a, struct store_cmd *c)
+{
+    uint32_t ng = 0, nops = 0;
+    int rc = rd_u32(r, &ng);
+    if (rc != 0 || (uint64_t)ng * STORE__MIN_COMPARE > rd_left(r)) {
+        return rc != 0 ? rc : LATCH_EINVAL;
+    }
+    struct store_compare *g = ng > 0 ? latch_arena_calloc(a, ng, sizeof(*g)) : NULL;
+    if (ng > 0 && g == NULL) {
+        return LATCH_ENOMEM;
+    }
+    for (uint32_t i = 0; i < ng && rc == 0; i++) {
+        rc = rd_compare(r, &g[i]);
+    }
+    rc = rc != 0 ? rc : rd_u32(r, &nops);
+    if (rc != 0 || (uint64_t)nops * STORE__MIN_TREE_OP > rd_left(r)) {
+        return rc != 0 ? rc : LATCH_EINVAL;
+    }
+    struct store_tree_op *ops = nops > 0 ? latch_arena_calloc(a, nops, sizeof(*ops)) : NULL;
+    if (nops > 0 && ops == NULL) {
+        return LATCH_ENOMEM;
+    }
+    for (uint32_t i = 0; i < nops && rc == 0; i++) {
+        uint32_t flags = 0;
+        rc = rd_enum(r, STORE_TREE_OP_CREATE, STORE_TREE_OP_CHECK, &ops[i].type);
+        rc = rc != 0 ? rc : rd_bytes(r, &ops[i].path, &ops[i].path_len);
+        rc = rc != 0 ? rc : rd_bytes(r, &ops[i].value, &ops[i].value_len);
+        rc = rc != 0 ? rc : rd_i64(r, &ops[i].lease);
+        rc = rc != 0 ? rc : rd_i64(r, &ops[i].expected_version);
+        rc = rc != 0 ? rc : rd_u8(r, &flags);
+        if (rc == 0 && (flags & ~STORE__TREE_FLAGS) != 0) {
+            rc = LATCH_EINVAL;
+        }
+        ops[i].make_parents = (flags & 1u) != 0;
+        ops[i].sequential = (flags & 2u) != 0;
+        ops[i].recursive = (flags & 4u) != 0;
+        ops[i].absent = (flags & 8u) != 0;
+    }
+    c->u.tree_multi.guards = g;
+    c->u.tree_multi.guards_count = ng;
+    c->u.tree_multi.ops = ops;
+    c->u.tree_multi.ops_count = nops;
+    return rc;
+}
+
 static int rd_body(struct store__rd *r, struct latch_arena *a, struct store_cmd *c)
 {
     int rc;
@@ -615,6 +694,8 @@ static int rd_body(struct store__rd *r, struct latch_arena *a, struct store_cmd 
             rc = LATCH_EINVAL;
         }
         return rc;
+    case STORE_CMD_TREE_MULTI:
+        return rd_tree_multi(r, a, c);
     default:
         return rd_tree(r, c);
     }
@@ -633,7 +714,7 @@ int store_cmd_decode(const uint8_t *buf, size_t len, struct latch_arena *a, stru
         rc = LATCH_EINVAL;
     }
     r.version = version;
-    rc = rc != 0 ? rc : rd_enum(&r, STORE_CMD_TXN, STORE_CMD_TREE_DELETE, &out->type);
+    rc = rc != 0 ? rc : rd_enum(&r, STORE_CMD_TXN, STORE_CMD_TREE_MULTI, &out->type);
     rc = rc != 0 ? rc : rd_body(&r, a, out);
     if (rc == 0 && r.pos != len) {
         rc = LATCH_EINVAL; /* trailing bytes: not what any encoder wrote */

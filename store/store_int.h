@@ -487,6 +487,11 @@ int store__tree_on_delete(struct store__w *w, const uint8_t *key, uint32_t key_l
 
 int store__tree_create(struct store__w *w, const struct store_cmd *c, struct store_result *res);
 int store__tree_delete(struct store__w *w, const struct store_cmd *c, struct store_result *res);
+/* A TREE_MULTI (store.h); fails after writing, so it runs in a nested txn (store_apply.c).
+ * res->u.tree_multi.failed_op is set on failure too. */
+int store__tree_multi(struct store__w *w, const struct store_cmd *c, struct store_result *res);
+/* A compare (etcd's, or STORE_CMP_FENCE) on the running command's state. */
+int store__compare_eval(struct store__w *w, const struct store_compare *c, bool *ok);
 
 /* store_tree.c */
 /* Cursor positions visited by the calling thread's last store_children() call (a cost

@@ -407,6 +407,160 @@ int store__tree_delete(struct store__w *w, const struct store_cmd *c, struct sto
 }
 
 /* ---------------------------------------------------------------------------------- */
+/* TREE_MULTI                                                                         */
+/* ---------------------------------------------------------------------------------- */
+
+/* SET: the node must exist and match expected_version; it keeps its lease. */
+static int
+tree_set(struct store__w *w, const struct store_tree_op *op, struct store_tree_op_result *r)
+{
+    struct store__kvrec kv;
+
+    if (!store_path_valid(op->path, op->path_len) || op->path_len == 1) {
+        return LATCH_EINVAL;
+    }
+    if (op->value_len > STORE_VALUE_BYTES_MAX) {
+        return LATCH_ETOOBIG;
+    }
+    if (w->alarm_nospace) {
+        return LATCH_ENOSPACE; /* as etcd refuses every put under the alarm */
+    }
+    int rc = store__kv_get(w->s, w->txn, op->path, op->path_len, &kv);
+    if (rc != 0) {
+        return rc;
+    }
+    if (op->expected_version != 0 && op->expected_version != kv.version) {
+        return LATCH_EBADVERSION;
+    }
+    struct store_put_req q = {
+        .key = op->path,
+        .value = op->value != NULL ? op->value : (const uint8_t *)"",
+        .key_len = op->path_len,
+        .value_len = op->value_len,
+        .ignore_lease = true,
+    };
+    rc = store__kv_put(w, &q, NULL);
+    if (rc == 0) {
+        r->version = kv.version + 1;
+        r->create_revision = kv.create_rev;
+        r->lease = kv.lease;
+    }
+    return rc;
+}
+
+static int tree_check(struct store__w *w, const struct store_tree_op *op)
+{
+    struct store__kvrec kv;
+
+    if (!store_path_valid(op->path, op->path_len)) {
+        return LATCH_EINVAL;
+    }
+    if (op->path_len == 1) { /* the root always exists, at version 0 */
+        return op->absent ? LATCH_EEXIST : op->expected_version != 0 ? LATCH_EBADVERSION : 0;
+    }
+    int rc = store__kv_get(w->s, w->txn, op->path, op->path_len, &kv);
+    if (op->absent) {
+        return rc == 0 ? LATCH_EEXIST : rc == LATCH_ENOTFOUND ? 0 : rc;
+    }
+    if (rc == 0 && op->expected_version != 0 && op->expected_version != kv.version) {
+        rc = LATCH_EBADVERSION;
+    }
+    return rc;
+}
+
+/* One op, through the single-node commands' own code where there is one. */
+static int
+tree_op_run(struct store__w *w, const struct store_tree_op *op, struct store_tree_op_result *r)
+{
+    struct store_cmd c;
+    struct store_result res;
+    int rc;
+
+    memset(&c, 0, sizeof(c));
+    memset(&res, 0, sizeof(res));
+    switch (op->type) {
+    case STORE_TREE_OP_CREATE:
+        c.type = STORE_CMD_TREE_CREATE;
+        c.u.tree_create.path = op->path;
+        c.u.tree_create.path_len = op->path_len;
+        c.u.tree_create.value = op->value != NULL ? op->value : (const uint8_t *)"";
+        c.u.tree_create.value_len = op->value_len;
+        c.u.tree_create.lease = op->lease;
+        c.u.tree_create.make_parents = op->make_parents;
+        c.u.tree_create.sequential = op->sequential;
+        rc = store__tree_create(w, &c, &res);
+        if (rc == 0) {
+            r->created_revision = res.u.tree_create.created_revision;
+            r->create_revision = res.u.tree_create.created_revision;
+            r->version = 1;
+            r->lease = op->lease;
+        }
+        return rc;
+    case STORE_TREE_OP_SET:
+        return tree_set(w, op, r);
+    case STORE_TREE_OP_DELETE:
+        c.type = STORE_CMD_TREE_DELETE;
+        c.u.tree_delete.path = op->path;
+        c.u.tree_delete.path_len = op->path_len;
+        c.u.tree_delete.recursive = op->recursive;
+        c.u.tree_delete.expected_version = op->expected_version;
+        rc = store__tree_delete(w, &c, &res);
+        if (rc == 0) {
+            r->deleted = res.u.tree_delete.deleted;
+        }
+        return rc;
+    case STORE_TREE_OP_CHECK:
+        return tree_check(w, op);
+    default:
+        LATCH_ASSERTF(false, "decoded tree op of unknown type %u", op->type);
+        return LATCH_EINVAL;
+    }
+}
+
+int store__tree_multi(struct store__w *w, const struct store_cmd *c, struct store_result *res)
+{
+    LATCH_ASSERT(w != NULL && c != NULL && res != NULL);
+    LATCH_ASSERTF(c->type == STORE_CMD_TREE_MULTI, "cmd type %u", c->type);
+    size_t n = c->u.tree_multi.ops_count;
+
+    res->u.tree_multi.failed_op = -1;
+    if (n > STORE_TREE_OPS_MAX) {
+        return LATCH_ETOOMANYOPS;
+    }
+    /* The guards pass the checks of a txn's compares (sizes, counts, FENCE's shape). */
+    struct store_txn_req g = {.compares = c->u.tree_multi.guards,
+                              .compares_count = c->u.tree_multi.guards_count};
+    int vrc = store_txn_validate(&g, NULL, 0);
+    if (vrc != 0) {
+        return vrc;
+    }
+    for (size_t i = 0; i < c->u.tree_multi.guards_count; i++) {
+        bool ok = false;
+        int rc = store__compare_eval(w, &c->u.tree_multi.guards[i], &ok);
+        if (rc != 0) {
+            return rc;
+        }
+        if (!ok) {
+            return LATCH_EFENCED;
+        }
+    }
+    struct store_tree_op_result *r = n > 0 ? latch_arena_calloc(w->arena, n, sizeof(*r)) : NULL;
+    if (n > 0 && r == NULL) {
+        return LATCH_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = tree_op_run(w, &c->u.tree_multi.ops[i], &r[i]);
+        if (rc != 0) {
+            res->u.tree_multi.failed_op = (int64_t)i;
+            return rc;
+        }
+    }
+    res->u.tree_multi.results = r;
+    res->u.tree_multi.count = n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
 /* Reads: stat and children                                                           */
 /* ---------------------------------------------------------------------------------- */
 

@@ -643,7 +643,7 @@ static int compare_visit(void *arg, const MDB_val *key, const struct store__kvre
  * are. */
 struct fence_scan {
     const struct store_compare *c;
-    bool found;        /* an entry has create_revision == token */
+    bool found;        /* an entry with a lease has create_revision == token */
     bool found_shared; /* ... and it is shared */
     bool lower;        /* an entry has a lower create revision */
     bool lower_excl;   /* ... and one of those is exclusive */
@@ -656,7 +656,9 @@ static int fence_visit(void *arg, const MDB_val *key, const struct store__kvrec 
     bool shared = c->value_len == 1 && key->mv_size > c->key_len &&
                   ((const uint8_t *)key->mv_data)[c->key_len] == c->value[0];
     if (rec->create_rev == c->number) {
-        fs->found = true;
+        /* A lease-less entry is a lock-delay tombstone: it keeps its place in the queue
+         * but is nobody's grant, so its own token is refused. */
+        fs->found = rec->lease != 0;
         fs->found_shared = shared;
     } else if (rec->create_rev < c->number) {
         fs->lower = true;
@@ -677,7 +679,7 @@ static int fence_eval(struct store__w *w, const struct store_compare *c, bool *o
 
 /* etcd's applyCompare: every key of the range must satisfy c; with none, a VALUE compare
  * is false and the others compare against a zero key-value. */
-static int compare_eval(struct store__w *w, const struct store_compare *c, bool *ok)
+int store__compare_eval(struct store__w *w, const struct store_compare *c, bool *ok)
 {
     struct cmp_scan cs = {.c = c, .ok = true};
     struct store__kvrec rec;
@@ -765,7 +767,7 @@ static int path_enter(struct store__w *w,
 
     if (build) {
         for (size_t i = 0; i < t->compares_count && b && rc == 0; i++) {
-            rc = compare_eval(w, &t->compares[i], &b); /* ANDed: the first false decides */
+            rc = store__compare_eval(w, &t->compares[i], &b); /* ANDed: the first false decides */
         }
         rc = rc != 0 ? rc : path_push(p, b);
     } else {

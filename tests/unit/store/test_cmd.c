@@ -148,6 +148,25 @@ static void assert_cmd_equal(const struct store_cmd *a, const struct store_cmd *
         assert_int_equal(a->u.tree_create.make_parents, b->u.tree_create.make_parents);
         assert_int_equal(a->u.tree_create.sequential, b->u.tree_create.sequential);
         break;
+    case STORE_CMD_TREE_MULTI:
+        assert_int_equal(a->u.tree_multi.guards_count, b->u.tree_multi.guards_count);
+        for (size_t i = 0; i < a->u.tree_multi.guards_count; i++) {
+            assert_compare_equal(&a->u.tree_multi.guards[i], &b->u.tree_multi.guards[i]);
+        }
+        assert_int_equal(a->u.tree_multi.ops_count, b->u.tree_multi.ops_count);
+        for (size_t i = 0; i < a->u.tree_multi.ops_count; i++) {
+            const struct store_tree_op *x = &a->u.tree_multi.ops[i], *y = &b->u.tree_multi.ops[i];
+            assert_int_equal(x->type, y->type);
+            assert_bytes(x->path, x->path_len, y->path, y->path_len);
+            assert_bytes(x->value, x->value_len, y->value, y->value_len);
+            assert_int_equal(x->lease, y->lease);
+            assert_int_equal(x->expected_version, y->expected_version);
+            assert_int_equal(x->make_parents, y->make_parents);
+            assert_int_equal(x->sequential, y->sequential);
+            assert_int_equal(x->recursive, y->recursive);
+            assert_int_equal(x->absent, y->absent);
+        }
+        break;
     default:
         assert_int_equal(a->type, STORE_CMD_TREE_DELETE);
         assert_bytes(a->u.tree_delete.path, a->u.tree_delete.path_len, b->u.tree_delete.path,
@@ -349,6 +368,60 @@ static void test_every_non_txn_command_round_trips(void **state)
     for (size_t i = 0; i < 9; i++) {
         round_trip(&c[i]);
     }
+}
+
+static void assert_truncations_fail(const struct store_cmd *c);
+
+/* A TREE_MULTI with a fence guard and every op kind and flag. */
+static struct store_cmd multi_cmd(struct store_compare *g, struct store_tree_op *ops)
+{
+    *g = (struct store_compare){.target = STORE_CMP_FENCE,
+                                .result = STORE_CMP_EQUAL,
+                                .key = B("q/"),
+                                .key_len = 2,
+                                .range_end = B("q0"),
+                                .range_end_len = 2,
+                                .number = 42,
+                                .value = B("r"),
+                                .value_len = 1};
+    ops[0] = (struct store_tree_op){.type = STORE_TREE_OP_CREATE,
+                                    .path = B("/a/x-"),
+                                    .path_len = 5,
+                                    .value = B("v"),
+                                    .value_len = 1,
+                                    .lease = 5,
+                                    .make_parents = true,
+                                    .sequential = true};
+    ops[1] = (struct store_tree_op){
+        .type = STORE_TREE_OP_SET, .path = B("/a"), .path_len = 2, .expected_version = 3};
+    ops[2] = (struct store_tree_op){
+        .type = STORE_TREE_OP_DELETE, .path = B("/b"), .path_len = 2, .recursive = true};
+    ops[3] = (struct store_tree_op){
+        .type = STORE_TREE_OP_CHECK, .path = B("/c"), .path_len = 2, .absent = true};
+    struct store_cmd c = {.type = STORE_CMD_TREE_MULTI};
+    c.u.tree_multi.guards = g;
+    c.u.tree_multi.guards_count = 1;
+    c.u.tree_multi.ops = ops;
+    c.u.tree_multi.ops_count = 4;
+    return c;
+}
+
+static void test_tree_multi_round_trips_and_truncations_fail(void **state)
+{
+    (void)state;
+    struct store_compare g;
+    struct store_tree_op ops[4];
+    struct store_cmd c = multi_cmd(&g, ops);
+    round_trip(&c);
+    assert_truncations_fail(&c);
+    c.u.tree_multi.guards_count = 0; /* no guard, no op */
+    c.u.tree_multi.ops_count = 0;
+    round_trip(&c);
+    c = multi_cmd(&g, ops);
+    ops[1].type = 9; /* an unknown op type is not encoded */
+    uint8_t buf[256];
+    size_t len;
+    assert_int_equal(store_cmd_encode(&c, buf, sizeof(buf), &len), LATCH_EINVAL);
 }
 
 static void test_decoded_byte_strings_point_into_the_buffer(void **state)
@@ -631,6 +704,7 @@ int main(void)
         cmocka_unit_test(test_nested_txn_in_failure_branch_after_siblings_round_trips),
         cmocka_unit_test(test_too_deep_nesting_is_refused_by_encode),
         cmocka_unit_test(test_every_non_txn_command_round_trips),
+        cmocka_unit_test(test_tree_multi_round_trips_and_truncations_fail),
         cmocka_unit_test(test_decoded_byte_strings_point_into_the_buffer),
         cmocka_unit_test(test_encode_refuses_unknown_type_and_small_buffer),
         cmocka_unit_test(test_encode_refuses_unknown_enums),

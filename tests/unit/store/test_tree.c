@@ -714,6 +714,199 @@ static void test_sequential_create_appends_the_revision(void **state)
     assert_int_equal(tcreate_seq(f, "q-", false, &res), LATCH_EINVAL);
 }
 
+/* ---- TREE_MULTI ---------------------------------------------------------------------- */
+
+static struct store_tree_op mop(uint32_t type, const char *path, const char *value)
+{
+    struct store_tree_op op = {.type = type, .path = B(path), .path_len = L(path)};
+    if (value != NULL) {
+        op.value = B(value);
+        op.value_len = L(value);
+    }
+    return op;
+}
+
+static int multi(struct fx *f,
+                 const struct store_compare *guards,
+                 size_t ng,
+                 const struct store_tree_op *ops,
+                 size_t n,
+                 struct store_result *res)
+{
+    struct store_cmd c = {.type = STORE_CMD_TREE_MULTI};
+    c.u.tree_multi.guards = guards;
+    c.u.tree_multi.guards_count = ng;
+    c.u.tree_multi.ops = ops;
+    c.u.tree_multi.ops_count = n;
+    return fx_apply(f, &c, res);
+}
+
+/* Every op of a multi lands in one revision, each seeing the ones before it. */
+static void test_multi_applies_every_op_in_one_revision(void **state)
+{
+    struct fx *f = *state;
+    struct store_result res;
+    char name[64];
+    assert_int_equal(tcreate(f, "/old", "o", 0, false, &res), 0);
+    int64_t rev0 = fx_rev(f);
+    struct store_tree_op ops[6] = {
+        mop(STORE_TREE_OP_CREATE, "/m", "a"),    mop(STORE_TREE_OP_CREATE, "/m/q-", "s"),
+        mop(STORE_TREE_OP_SET, "/m", "b"),       mop(STORE_TREE_OP_CHECK, "/m", NULL),
+        mop(STORE_TREE_OP_CHECK, "/none", NULL), mop(STORE_TREE_OP_DELETE, "/old", NULL),
+    };
+    ops[1].sequential = true;
+    ops[3].expected_version = 2; /* after the create and the set */
+    ops[4].absent = true;
+    assert_int_equal(multi(f, NULL, 0, ops, 6, &res), 0);
+    assert_int_equal(res.revision, rev0 + 1);
+    assert_int_equal(res.u.tree_multi.count, 6);
+    assert_int_equal(res.u.tree_multi.results[0].created_revision, rev0 + 1);
+    assert_int_equal(res.u.tree_multi.results[2].version, 2);
+    assert_int_equal(res.u.tree_multi.results[5].deleted, 1);
+    struct store_stat st = stat_ok(f, "/m");
+    assert_int_equal(st.version, 2);
+    assert_int_equal(st.create_revision, rev0 + 1);
+    assert_int_equal(st.mod_revision, rev0 + 1);
+    assert_int_equal(st.num_children, 1);
+    snprintf(name, sizeof(name), "/m/q-%020" PRId64, rev0 + 1);
+    assert_int_equal(stat_ok(f, name).version, 1);
+    struct store_stat gone;
+    assert_int_equal(stat_of(f, "/old", &gone), LATCH_ENOTFOUND);
+    assert_int_equal(check_i7(f) > 0, true);
+}
+
+/* The first failing op names itself; nothing of the multi stays, not even the ops before it. */
+static void test_multi_failure_undoes_everything_and_names_the_op(void **state)
+{
+    struct fx *f = *state;
+    struct store_result res;
+    struct store_stat st;
+    assert_int_equal(tcreate(f, "/v", "x", 0, false, &res), 0);
+    int64_t rev0 = fx_rev(f);
+    struct {
+        struct store_tree_op op;
+        int err;
+    } cases[] = {
+        {mop(STORE_TREE_OP_SET, "/missing", "x"), LATCH_ENOTFOUND},
+        {mop(STORE_TREE_OP_CREATE, "/v", ""), LATCH_EEXIST},
+        {mop(STORE_TREE_OP_CREATE, "/no/parent", ""), LATCH_ENOTFOUND},
+        {mop(STORE_TREE_OP_CHECK, "/v", NULL), LATCH_EBADVERSION},
+        {mop(STORE_TREE_OP_DELETE, "/v", NULL), LATCH_EBADVERSION},
+        {mop(STORE_TREE_OP_SET, "/v", "y"), LATCH_EBADVERSION},
+        {mop(STORE_TREE_OP_CHECK, "/v", NULL), LATCH_EEXIST},
+        {mop(STORE_TREE_OP_SET, "bad", "y"), LATCH_EINVAL},
+        {mop(STORE_TREE_OP_SET, "/", "y"), LATCH_EINVAL},
+    };
+    cases[3].op.expected_version = 5;
+    cases[4].op.expected_version = 5;
+    cases[5].op.expected_version = 5;
+    cases[6].op.absent = true;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct store_tree_op ops[3] = {mop(STORE_TREE_OP_CREATE, "/w", "1"),
+                                       mop(STORE_TREE_OP_SET, "/v", "2"), cases[i].op};
+        assert_int_equal(multi(f, NULL, 0, ops, 3, &res), cases[i].err);
+        assert_int_equal(res.u.tree_multi.failed_op, 2);
+        assert_int_equal(fx_rev(f), rev0);
+        assert_int_equal(stat_of(f, "/w", &st), LATCH_ENOTFOUND);
+        assert_int_equal(stat_ok(f, "/v").version, 1);
+    }
+}
+
+/* SET keeps the node's lease: an ephemeral node stays ephemeral. */
+static void test_multi_set_keeps_the_lease(void **state)
+{
+    struct fx *f = *state;
+    struct store_result res;
+    struct store_cmd g = {.type = STORE_CMD_LEASE_GRANT};
+    g.u.lease_grant.id = 9;
+    g.u.lease_grant.ttl = 60;
+    assert_int_equal(fx_apply(f, &g, NULL), 0);
+    assert_int_equal(tcreate(f, "/e", "x", 9, false, &res), 0);
+    struct store_tree_op op = mop(STORE_TREE_OP_SET, "/e", "y");
+    assert_int_equal(multi(f, NULL, 0, &op, 1, &res), 0);
+    assert_int_equal(res.u.tree_multi.results[0].lease, 9);
+    assert_int_equal(stat_ok(f, "/e").lease, 9);
+    char buf[8];
+    assert_int_equal(fx_get(f, "/e", buf, sizeof(buf), NULL), 0);
+    assert_string_equal(buf, "y");
+}
+
+/* A guard that fails (here a FENCE on a lock queue) fails the multi with EFENCED, op -1. */
+static void test_multi_guard_fences_the_whole_batch(void **state)
+{
+    struct fx *f = *state;
+    struct store_result res;
+    struct store_cmd g = {.type = STORE_CMD_LEASE_GRANT};
+    g.u.lease_grant.id = 7;
+    g.u.lease_grant.ttl = 60;
+    assert_int_equal(fx_apply(f, &g, NULL), 0);
+    assert_int_equal(fx_put(f, "q/wA", "", 7), 0);
+    int64_t holder = fx_rev(f);
+    assert_int_equal(fx_put(f, "q/wB", "", 7), 0);
+    int64_t waiter = fx_rev(f);
+    struct store_compare fence = {.target = STORE_CMP_FENCE,
+                                  .result = STORE_CMP_EQUAL,
+                                  .key = B("q/"),
+                                  .key_len = 2,
+                                  .range_end = B("q0"),
+                                  .range_end_len = 2,
+                                  .number = waiter};
+    struct store_tree_op op = mop(STORE_TREE_OP_CREATE, "/guarded", "x");
+    assert_int_equal(multi(f, &fence, 1, &op, 1, &res), LATCH_EFENCED);
+    assert_int_equal(res.u.tree_multi.failed_op, -1);
+    struct store_stat st;
+    assert_int_equal(stat_of(f, "/guarded", &st), LATCH_ENOTFOUND);
+    fence.number = holder;
+    assert_int_equal(multi(f, &fence, 1, &op, 1, &res), 0);
+    assert_int_equal(stat_ok(f, "/guarded").version, 1);
+    /* The holder leaves: the waiter's token is now the current one. */
+    assert_int_equal(fx_del(f, "q/wA"), 0);
+    struct store_tree_op set = mop(STORE_TREE_OP_SET, "/guarded", "y");
+    assert_int_equal(multi(f, &fence, 1, &set, 1, &res), LATCH_EFENCED);
+    fence.number = waiter;
+    assert_int_equal(multi(f, &fence, 1, &set, 1, &res), 0);
+    /* A malformed guard is refused as a txn compare would be. */
+    fence.range_end_len = 0;
+    assert_int_equal(multi(f, &fence, 1, &set, 1, &res), LATCH_EINVAL);
+}
+
+/* The same path may be written several times in one multi: each op sees the previous. */
+static void test_multi_may_touch_one_path_repeatedly(void **state)
+{
+    struct fx *f = *state;
+    struct store_result res;
+    int64_t rev0 = fx_rev(f);
+    struct store_tree_op ops[4] = {
+        mop(STORE_TREE_OP_CREATE, "/r", "1"),
+        mop(STORE_TREE_OP_SET, "/r", "2"),
+        mop(STORE_TREE_OP_DELETE, "/r", NULL),
+        mop(STORE_TREE_OP_CREATE, "/r", "3"),
+    };
+    assert_int_equal(multi(f, NULL, 0, ops, 4, &res), 0);
+    struct store_stat st = stat_ok(f, "/r");
+    assert_int_equal(st.version, 1);
+    assert_int_equal(st.create_revision, rev0 + 1);
+    assert_int_equal(stat_ok(f, "/").num_children, 1);
+    assert_int_equal(check_i7(f) > 0, true);
+}
+
+/* Under the NOSPACE alarm a multi that writes data is refused; checks and deletes pass. */
+static void test_multi_nospace_refuses_sets(void **state)
+{
+    struct fx *f = *state;
+    struct store_result res;
+    assert_int_equal(tcreate(f, "/s", "x", 0, false, &res), 0);
+    struct store_cmd a = {.type = STORE_CMD_ALARM};
+    a.u.alarm.action = STORE_ALARM_ACTIVATE;
+    a.u.alarm.alarm = STORE_ALARM_NOSPACE;
+    assert_int_equal(fx_apply(f, &a, NULL), 0);
+    struct store_tree_op set = mop(STORE_TREE_OP_SET, "/s", "y");
+    assert_int_equal(multi(f, NULL, 0, &set, 1, &res), LATCH_ENOSPACE);
+    struct store_tree_op ops[2] = {mop(STORE_TREE_OP_CHECK, "/s", NULL),
+                                   mop(STORE_TREE_OP_DELETE, "/s", NULL)};
+    assert_int_equal(multi(f, NULL, 0, ops, 2, &res), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -734,6 +927,12 @@ int main(void)
         T(test_root_lists_top_level_keys_only),
         T(test_random_operations_keep_i7),
         T(test_sequential_create_appends_the_revision),
+        T(test_multi_applies_every_op_in_one_revision),
+        T(test_multi_failure_undoes_everything_and_names_the_op),
+        T(test_multi_set_keeps_the_lease),
+        T(test_multi_guard_fences_the_whole_batch),
+        T(test_multi_may_touch_one_path_repeatedly),
+        T(test_multi_nospace_refuses_sets),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -899,6 +899,17 @@ static struct store_compare cmp_fence(uint32_t result, int64_t token, bool share
     return c;
 }
 
+/* Queue entries are attached to a session's lease; QL is the fixtures' session. */
+#define QL 7
+
+static void grant_queue_lease(struct fx *f)
+{
+    struct store_cmd g = {.type = STORE_CMD_LEASE_GRANT};
+    g.u.lease_grant.id = QL;
+    g.u.lease_grant.ttl = 60;
+    assert_int_equal(fx_apply(f, &g, NULL), 0);
+}
+
 static bool fence_holds(struct fx *f, int64_t token)
 {
     bool holds = cmp_holds(f, cmp_fence(STORE_CMP_EQUAL, token, true));
@@ -909,12 +920,13 @@ static bool fence_holds(struct fx *f, int64_t token)
 static void test_txn_fence_holds_for_the_lowest_entry_and_a_run_of_shared_ones(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(fx_put(f, "q/wA", "", 0), 0); /* rev 2: exclusive, first */
-    assert_int_equal(fx_put(f, "q/rB", "", 0), 0); /* rev 3: shared */
-    assert_int_equal(fx_put(f, "q/rC", "", 0), 0); /* rev 4: shared */
-    assert_int_equal(fx_put(f, "q/wD", "", 0), 0); /* rev 5: exclusive */
-    assert_int_equal(fx_put(f, "q/rE", "", 0), 0); /* rev 6: shared, behind a writer */
-    assert_int_equal(fx_put(f, "q0", "", 0), 0);   /* rev 7: outside the queue */
+    grant_queue_lease(f);
+    assert_int_equal(fx_put(f, "q/wA", "", QL), 0); /* rev 2: exclusive, first */
+    assert_int_equal(fx_put(f, "q/rB", "", QL), 0); /* rev 3: shared */
+    assert_int_equal(fx_put(f, "q/rC", "", QL), 0); /* rev 4: shared */
+    assert_int_equal(fx_put(f, "q/wD", "", QL), 0); /* rev 5: exclusive */
+    assert_int_equal(fx_put(f, "q/rE", "", QL), 0); /* rev 6: shared, behind a writer */
+    assert_int_equal(fx_put(f, "q0", "", 0), 0);    /* rev 7: outside the queue */
     assert_true(fence_holds(f, 2));
     assert_false(fence_holds(f, 3)); /* an exclusive entry is below it */
     assert_false(fence_holds(f, 5));
@@ -933,7 +945,7 @@ static void test_txn_fence_holds_for_the_lowest_entry_and_a_run_of_shared_ones(v
     assert_false(cmp_holds(f, cmp_fence(STORE_CMP_EQUAL, 4, false)));
 
     /* A put on an existing entry keeps its create revision, so its place and token. */
-    assert_int_equal(fx_put(f, "q/rB", "again", 0), 0);
+    assert_int_equal(fx_put(f, "q/rB", "again", QL), 0);
     assert_true(fence_holds(f, 3));
     assert_int_equal(fx_del(f, "q/rB"), 0);
     assert_int_equal(fx_del(f, "q/rC"), 0);
@@ -945,8 +957,9 @@ static void test_txn_fenced_write_applies_only_while_the_token_is_current(void *
 {
     struct fx *f = *state;
     struct store_result res;
-    assert_int_equal(fx_put(f, "q/wA", "", 0), 0); /* rev 2: holder */
-    assert_int_equal(fx_put(f, "q/wB", "", 0), 0); /* rev 3: waiter */
+    grant_queue_lease(f);
+    assert_int_equal(fx_put(f, "q/wA", "", QL), 0); /* rev 2: holder */
+    assert_int_equal(fx_put(f, "q/wB", "", QL), 0); /* rev 3: waiter */
     struct store_compare c[] = {cmp_fence(STORE_CMP_EQUAL, 2, false)};
     struct store_op s[] = {fx_op_put("data", "from A")};
     struct store_op fl[] = {op_range("q/", "q0")};
@@ -971,6 +984,38 @@ static void test_txn_fenced_write_applies_only_while_the_token_is_current(void *
     assert_int_equal(run(f, &t, &res), 0);
     assert_true(res.u.txn.succeeded);
     assert_value(f, "data", "from B");
+}
+
+/* A lock-delay tombstone (an entry whose lease was cleared, its create revision kept)
+ * keeps its place in the queue but is nobody's grant: its own token is refused, the
+ * exclusive entries behind it stay blocked, and once it is deleted the next entry holds. */
+static void test_txn_fence_refuses_a_tombstone_and_blocks_behind_it(void **state)
+{
+    struct fx *f = *state;
+    grant_queue_lease(f);
+    assert_int_equal(fx_put(f, "q/wA", "", QL), 0); /* rev 2: holder */
+    assert_int_equal(fx_put(f, "q/wB", "", QL), 0); /* rev 3: waiter */
+    assert_true(fence_holds(f, 2));
+    assert_int_equal(fx_put(f, "q/wA", "", 0), 0); /* rev 4: A's lease is gone */
+    struct store_kv kv;
+    char buf[8];
+    assert_int_equal(fx_get(f, "q/wA", buf, sizeof(buf), &kv), 0);
+    assert_int_equal(kv.create_revision, 2);
+    assert_int_equal(kv.lease, 0);
+    assert_false(fence_holds(f, 2));        /* the tombstone's own token */
+    assert_false(fence_holds(f, 3));        /* blocked behind it */
+    assert_int_equal(fx_del(f, "q/wA"), 0); /* rev 5 */
+    assert_true(fence_holds(f, 3));
+
+    /* A shared tombstone blocks a writer, not readers. */
+    assert_int_equal(fx_put(f, "q/rC", "", QL), 0); /* rev 6 */
+    assert_int_equal(fx_del(f, "q/wB"), 0);
+    assert_int_equal(fx_put(f, "q/rC", "", 0), 0);  /* tombstone at create rev 6 */
+    assert_int_equal(fx_put(f, "q/rD", "", QL), 0); /* rev 9: shared */
+    assert_int_equal(fx_put(f, "q/wE", "", QL), 0); /* rev 10: exclusive */
+    assert_false(fence_holds(f, 6));
+    assert_true(fence_holds(f, 9));
+    assert_false(fence_holds(f, 10));
 }
 
 static void test_validate_rejects_malformed_fences(void **state)
@@ -1037,6 +1082,7 @@ int main(void)
         T(test_txn_with_a_put_fails_with_nospace_while_the_alarm_is_on),
         T(test_txn_fence_holds_for_the_lowest_entry_and_a_run_of_shared_ones),
         T(test_txn_fenced_write_applies_only_while_the_token_is_current),
+        T(test_txn_fence_refuses_a_tombstone_and_blocks_behind_it),
         T(test_validate_rejects_malformed_fences),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
