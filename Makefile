@@ -22,12 +22,12 @@ deps:
 
 # Debug build with assertions, LATCH_DEBUG_CHECKS and ASan+UBSan: what `make test` runs.
 debug: deps
-	cmake -S . -B $(DEBUG) -DCMAKE_BUILD_TYPE=Debug -DLATCH_SANITIZE="address;undefined"
+	cmake -S . -B $(DEBUG) -DCMAKE_BUILD_TYPE=Debug -DLATCH_SANITIZE="address;undefined" -DLATCH_TEETH=ON
 	cmake --build $(DEBUG) -j $(NPROC)
 
 # Optimised build (-O2 -g), no sanitizers: the demo, soak and bench.
 release: deps
-	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATCH_SANITIZE=""
+	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLATCH_SANITIZE="" -DLATCH_TEETH=OFF
 	cmake --build $(RELEASE) -j $(NPROC)
 
 # Everything under ASan+UBSan, then the threaded tests under ThreadSanitizer (the two
@@ -77,6 +77,7 @@ bench: release
 	$(RELEASE)/store_bench --dir $(RELEASE)/store_bench.d
 	bash tests/bench/grpc_bench.sh $(RELEASE)
 	bash scripts/compare-etcd.sh $(RELEASE)
+	bash scripts/compare-locks.sh $(RELEASE)
 
 format:
 	bash scripts/check-format.sh --fix

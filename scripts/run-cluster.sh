@@ -48,6 +48,8 @@ latch: three members running (pids ${pids[*]}), logs and data in $root
   admin:    curl http://127.0.0.1:2481/health   (also /metrics, /version)
   try:      ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:2479,127.0.0.1:12479,127.0.0.1:22479 put greeting hello
             ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:22479 get greeting
+            $(dirname "$latchd")/latchctl put /greeting hello     (latchctl: these endpoints by default)
+            $(dirname "$latchd")/latchctl lock demo -- sh -c 'echo "token \$LATCH_FENCING_TOKEN"'
 Ctrl-C stops the cluster.
 MSG
 # A member that exits (or is killed to watch a failover) is reported; the others keep

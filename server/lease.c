@@ -53,6 +53,10 @@ struct srv_lease_keeper {
     uint32_t revokes_inflight;
     uint64_t synced_at;
     raft_index synced_applied;
+
+    void (*hook_expiring)(void *data, int64_t id); /* srv_lease_keeper_hooks */
+    void (*hook_tick)(void *data, bool leader);
+    void *hook_data;
 };
 
 /* ---- table ------------------------------------------------------------------------- */
@@ -331,6 +335,9 @@ static void expire(struct srv_lease_keeper *k, uint64_t now)
         }
         op->k = k;
         op->id = e->id;
+        if (k->hook_expiring != NULL) {
+            k->hook_expiring(k->hook_data, e->id); /* proposes first: applied before */
+        }
         struct store_cmd c = {.type = STORE_CMD_LEASE_REVOKE};
         c.u.lease_revoke.id = e->id;
         int rc = propose_cmd(k, &c, revoke_done, op);
@@ -436,7 +443,14 @@ static void checkpoint(struct srv_lease_keeper *k, uint64_t now)
 static void tick(uv_timer_t *t)
 {
     struct srv_lease_keeper *k = t->data;
-    if (k->stopped || sync_role(k) != 0) {
+    if (k->stopped) {
+        return;
+    }
+    bool leader = sync_role(k) == 0;
+    if (k->hook_tick != NULL) {
+        k->hook_tick(k->hook_data, leader);
+    }
+    if (!leader) {
         return;
     }
     uint64_t now = now_ms(k);
@@ -703,6 +717,16 @@ void srv_lease_keeper_revoked(struct srv_lease_keeper *k, int64_t id)
     if (e != NULL) {
         lk_delete(k, e); /* operations in flight look it up by id and find it gone */
     }
+}
+
+void srv_lease_keeper_hooks(struct srv_lease_keeper *k,
+                            void (*expiring)(void *data, int64_t id),
+                            void (*on_tick)(void *data, bool leader),
+                            void *data)
+{
+    k->hook_expiring = expiring;
+    k->hook_tick = on_tick;
+    k->hook_data = data;
 }
 
 size_t srv_lease_keeper_count(const struct srv_lease_keeper *k)

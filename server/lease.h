@@ -45,6 +45,7 @@
 #ifndef SERVER_LEASE_H
 #define SERVER_LEASE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -114,6 +115,21 @@ int srv_lease_keeper_remaining(struct srv_lease_keeper *k, int64_t id, int64_t *
 /* A grant / revoke made through this node was applied: track / forget it at once. */
 void srv_lease_keeper_granted(struct srv_lease_keeper *k, int64_t id, int64_t ttl);
 void srv_lease_keeper_revoked(struct srv_lease_keeper *k, int64_t id);
+
+/*
+ * Hooks of another module on the keeper's timer (the latch.v1 locks: lock-delay and wait
+ * deadlines, svc_latch_lock.c); each may be NULL, data is borrowed until the keeper stops.
+ *  - expiring(data, id): the LEADER is about to propose the revoke of expired lease id (not
+ *    for a client's LeaseRevoke or SessionClose). Whatever it proposes through the same node
+ *    now is applied before that revoke.
+ *  - on_tick(data, leader): every tick until srv_lease_keeper_stop, on every member; leader
+ *    tells whether this node leads. After the keeper stopped neither runs again.
+ * A later call replaces the hooks.
+ */
+void srv_lease_keeper_hooks(struct srv_lease_keeper *k,
+                            void (*expiring)(void *data, int64_t id),
+                            void (*on_tick)(void *data, bool leader),
+                            void *data);
 
 /* Leases the keeper tracks (tests and metrics). */
 size_t srv_lease_keeper_count(const struct srv_lease_keeper *k);

@@ -9,6 +9,7 @@
  */
 #include "svc_kv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@
 #include "grpc_wire.h"
 #include "latch_arena.h"
 #include "latch_error.h"
+#include "latch_teeth.h"
 
 #define SVC_KV_MAX_REQUEST_DEFAULT ((size_t)3 << 19) /* 1.5 MiB */
 
@@ -114,7 +116,11 @@ static void kv_range(void *data, struct api_call *call, const uint8_t *req, size
         protobuf_c_message_free_unpacked(m, NULL);
         return;
     }
-    if (in->serializable) {
+    bool local = in->serializable;
+#ifdef LATCH_TEETH
+    local = local || latch_teeth_on(LATCH_TEETH_STALE_READ); /* teeth: no ReadIndex */
+#endif
+    if (local) {
         range_serve(kv, call, in);
         protobuf_c_message_free_unpacked(m, NULL);
         return;
@@ -144,6 +150,12 @@ static void write_done(void *data, int err, const struct store_result *res)
 {
     struct kv_wait *w = data;
     struct api_call *call = w->call;
+#ifdef LATCH_TEETH
+    if (call == NULL) { /* teeth early-ack: answered at propose time */
+        free(w);
+        return;
+    }
+#endif
     if (err != 0) {
         fail(call, err, NULL);
         free(w);
@@ -242,6 +254,44 @@ int srv_kv_propose_txn(const struct srv_kv *kv,
     return srv_kv_propose_cmd(kv, &c, cb, data);
 }
 
+/* A key in the reserved region ["\0", "\1"). */
+static bool key_reserved(const uint8_t *k, uint32_t len)
+{
+    return len > 0 && k[0] == 0;
+}
+
+/* Whether [key, end) reaches the reserved region: end_len 0 is the key alone, end "\0"
+ * every key from key on (etcd's --from-key). */
+static bool range_reserved(const uint8_t *k, uint32_t len, const uint8_t *end, uint32_t end_len)
+{
+    if (end_len == 0) {
+        return key_reserved(k, len);
+    }
+    bool starts_below = len == 0 || k[0] == 0; /* key < "\1" */
+    bool from_key = end_len == 1 && end[0] == 0;
+    bool ends_above = from_key || end[0] > 0 || end_len > 1; /* end > "\0" */
+    return starts_below && ends_above;
+}
+
+bool srv_kv_txn_reserved(const struct store_txn_req *t)
+{
+    const struct store_op *branches[2] = {t->success, t->failure};
+    size_t counts[2] = {t->success_count, t->failure_count};
+    for (size_t b = 0; b < 2; b++) {
+        for (size_t i = 0; i < counts[b]; i++) {
+            const struct store_op *op = &branches[b][i];
+            if ((op->type == STORE_OP_PUT && key_reserved(op->u.put.key, op->u.put.key_len)) ||
+                (op->type == STORE_OP_DELETE &&
+                 range_reserved(op->u.del.key, op->u.del.key_len, op->u.del.range_end,
+                                op->u.del.range_end_len)) ||
+                (op->type == STORE_OP_TXN && srv_kv_txn_reserved(op->u.txn))) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 /* Encodes c and proposes it; answers call now on any error. */
 static void
 propose(struct srv_kv *kv, struct api_call *call, enum kv_kind kind, const struct store_cmd *c)
@@ -257,7 +307,20 @@ propose(struct srv_kv *kv, struct api_call *call, enum kv_kind kind, const struc
     if (rc != 0) {
         free(w);
         fail(call, rc, NULL);
+        return;
     }
+#ifdef LATCH_TEETH
+    if (kind == KV_PUT && latch_teeth_on(LATCH_TEETH_EARLY_ACK)) {
+        /* teeth: acknowledge before the entry commits (revision unknown: 0); write_done then
+         * finds no call and only frees w. */
+        Etcdserverpb__ResponseHeader hdr;
+        header_fill(kv, 0, &hdr);
+        Etcdserverpb__PutResponse resp = ETCDSERVERPB__PUT_RESPONSE__INIT;
+        resp.header = &hdr;
+        api_call_reply_pb(call, &resp.base);
+        w->call = NULL;
+    }
+#endif
 }
 
 /* Validates t as etcd does before proposing, then proposes it as one txn command. */
@@ -268,6 +331,10 @@ static void propose_txn(struct srv_kv *kv,
 {
     char why[STORE_ERRMSG_BYTES];
     int rc = store_txn_validate(t, why, sizeof(why));
+    if (rc == 0 && srv_kv_txn_reserved(t)) {
+        rc = LATCH_EINVAL;
+        snprintf(why, sizeof(why), "%s", SRV_KV_ERESERVED);
+    }
     if (rc != 0) {
         fail(call, rc, why);
         return;

@@ -18,6 +18,7 @@
 #ifndef SERVER_SVC_KV_H
 #define SERVER_SVC_KV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,5 +72,16 @@ int srv_kv_propose_txn(const struct srv_kv *kv,
                        void *data,
                        char *why,
                        size_t why_size);
+
+/*
+ * True when t (nested txns included) writes a reserved key: a put of a key starting with a
+ * NUL byte, or a delete whose range reaches one (keys in ["\0", "\1"): latch.v1's lock and
+ * election queues, svc_latch_int.h). The etcd-facing services refuse such a txn with
+ * InvalidArgument SRV_KV_ERESERVED so that an etcd client can read lock state but never
+ * forge or erase a grant; latch.v1 writes them through srv_kv_propose_txn/_cmd directly.
+ */
+bool srv_kv_txn_reserved(const struct store_txn_req *t);
+
+#define SRV_KV_ERESERVED "keys starting with \\x00 are reserved for latch's locks"
 
 #endif /* SERVER_SVC_KV_H */

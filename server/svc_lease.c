@@ -921,6 +921,11 @@ int srv_lease_register(struct api_server *s,
     static const struct api_stream_handler ka = {
         .start = ka_start, .message = ka_message, .half_close = ka_half_close};
     int rc = api_server_register_bidi_stream(s, "/etcdserverpb.Lease/LeaseKeepAlive", &ka, l);
+    if (rc == 0) {
+        /* latch.v1's SessionKeepAlive: its request and response are wire-identical to
+         * LeaseKeepAlive's (session = ID, ttl_seconds = TTL; latch.proto), so one handler. */
+        rc = api_server_register_bidi_stream(s, "/latch.v1.Latch/SessionKeepAlive", &ka, l);
+    }
     if (rc != 0) {
         free(l);
         return rc;

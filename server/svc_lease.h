@@ -38,6 +38,9 @@
  *
  * Every response carries the header (cluster id, member id, revision, Raft term). Loop
  * thread only.
+ *
+ * The same keep-alive handler also serves latch.v1's /latch.v1.Latch/SessionKeepAlive, whose
+ * messages are wire-identical (a session is a lease); its errors are therefore etcd's texts.
  */
 #ifndef SERVER_SVC_LEASE_H
 #define SERVER_SVC_LEASE_H

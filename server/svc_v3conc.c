@@ -394,7 +394,13 @@ static void op_done(void *data, int err, const struct store_result *res)
 static void op_propose(struct srv_v3conc *c, struct conc_op *op, const struct store_txn_req *t)
 {
     char why[STORE_ERRMSG_BYTES];
-    int rc = srv_kv_propose_txn(c->kv, t, op_done, op, why, sizeof(why));
+    int rc;
+    if (srv_kv_txn_reserved(t)) { /* a name or key in latch's reserved region */
+        rc = LATCH_EINVAL;
+        snprintf(why, sizeof(why), "%s", SRV_KV_ERESERVED);
+    } else {
+        rc = srv_kv_propose_txn(c->kv, t, op_done, op, why, sizeof(why));
+    }
     if (rc != 0) {
         fail_unknown(op->call, rc, why);
         op_free(op);

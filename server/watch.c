@@ -25,6 +25,7 @@
 #include "latch_assert.h"
 #include "latch_error.h"
 #include "latch_log.h"
+#include "latch_teeth.h"
 #include "mvccpb/kv.pb-c.h"
 #include "store.h"
 
@@ -189,6 +190,13 @@ static int progress_answer(struct srv_watch_stream *st, int64_t revision)
 
 /* ---- feeding -------------------------------------------------------------------------- */
 
+#ifdef LATCH_TEETH
+/* Teeth watch-dup / watch-skip (latch_teeth.h): one chunk in TEETH_WATCH_EVERY has its last
+ * event sent twice, or its first event dropped. Loop thread only. */
+#define TEETH_WATCH_EVERY 8u
+static unsigned teeth_watch_chunks;
+#endif
+
 /* Sends n events (n >= 1) of w in one response, or in fragments when w asked for them and
  * the response is too big. */
 static int send_events(struct srv_watch_stream *st,
@@ -317,11 +325,27 @@ static int watcher_feed(struct srv_watch_stream *st,
         watcher_remove(st, w);
         return send_control(st, cur, id, false, true, 0, reason);
     }
+    bool teeth_dup = false;
+#ifdef LATCH_TEETH
+    if (npb > 0 &&
+        (latch_teeth_on(LATCH_TEETH_WATCH_DUP) || latch_teeth_on(LATCH_TEETH_WATCH_SKIP)) &&
+        ++teeth_watch_chunks % TEETH_WATCH_EVERY == 0) {
+        if (latch_teeth_on(LATCH_TEETH_WATCH_SKIP)) {
+            pb++; /* teeth: the first event is never sent */
+            npb--;
+        } else {
+            teeth_dup = true;
+        }
+    }
+#endif
     if (npb > 0) {
         int64_t last = evs[n - 1].kv.mod_revision;
         Etcdserverpb__ResponseHeader hdr;
         header_fill(h, last > cur ? last : cur, &hdr);
         rc = send_events(st, w, pb, npb, &hdr);
+        if (rc == 0 && teeth_dup) {
+            rc = send_events(st, w, pb + npb - 1, 1, &hdr); /* teeth: the last one again */
+        }
         if (rc != 0) {
             return rc; /* dead: the position no longer matters */
         }

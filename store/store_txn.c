@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "latch_teeth.h"
 #include "store_int.h"
 
 /* Frames of a walk: the top-level txn plus STORE_TXN_DEPTH_MAX nested levels. */
@@ -673,6 +674,11 @@ static int fence_eval(struct store__w *w, const struct store_compare *c, bool *o
     int rc = store__kv_scan(w->s, w->txn, c->key, c->key_len, c->range_end, c->range_end_len,
                             fence_visit, &fs);
     bool holds = fs.found && (!fs.lower || (fs.found_shared && !fs.lower_excl));
+#ifdef LATCH_TEETH
+    if (latch_teeth_on(LATCH_TEETH_NO_FENCE)) {
+        holds = true; /* teeth: every token counts as current (latch_teeth.h) */
+    }
+#endif
     *ok = c->result == STORE_CMP_EQUAL ? holds : !holds;
     return rc;
 }

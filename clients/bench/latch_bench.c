@@ -4,7 +4,8 @@
  * records what it measured and scripts/compare-etcd.sh runs it against both.
  *
  * This file: options, connections, the request slots and their refill, the unary workloads
- * (put, get, txn) and the report. lb_streams.c: watch and lease keep-alive.
+ * (put, get, txn) and the report. lb_streams.c: watch and lease keep-alive. lb_locks.c: lock
+ * and failover on latch's native API (latch.v1).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -38,6 +39,16 @@ static const char usage_text[] =
     "          every watcher must see every acknowledged put (else an error)\n"
     "  lease   one lease per client (LeaseGrant, --lease-ttl), then LeaseKeepAlive\n"
     "          requests on one LeaseKeepAlive stream per connection; revoked at the end\n"
+    "  lock    latch.v1 only: one session per client (SessionOpen), all contending for one\n"
+    "          lock: each operation is Acquire (waiting) -> Release; latency is Acquire's\n"
+    "          (sent -> granted), plus the cycle and the hand-off (the previous holder's\n"
+    "          Release sent -> a waiter's grant); a fencing token not above the previous\n"
+    "          grant's is an error\n"
+    "  failover  latch.v1 only: --total rounds (default 3) of election fail-over: A wins\n"
+    "          Campaign with a session of --session-ttl (default 2 s) that it never renews;\n"
+    "          B campaigns and an Observe stream watches; latency is B's Campaign answer\n"
+    "          (and Observe's message naming B) past A's nominal expiry (SessionOpen sent\n"
+    "          + TTL)\n"
     "\n"
     "Options (VALUE also as --opt=VALUE):\n"
     "  --endpoints H:P,...  endpoints (default 127.0.0.1:2379); connection i goes to\n"
@@ -62,6 +73,8 @@ static const char usage_text[] =
     "  --watch-wait T       watch: time allowed for the last events (default 10s)\n"
     "  --txn-ops N          txn: puts per Txn (default 1, at most 64)\n"
     "  --lease-ttl S        lease: TTL of the leases (default 60)\n"
+    "  --lock-name S        lock, failover: the lock / election name (default: one per run)\n"
+    "  --session-ttl S      lock, failover: TTL of the sessions (default 600 / 2)\n"
     "  --timeout T          deadline of each request (default 60s)\n"
     "  --max-errors N       stop sending after N failed requests (default 100)\n"
     "  -o json              print one JSON line instead of the text report\n"
@@ -255,7 +268,9 @@ static int parse_workload(const char *s, enum lb_workload *w)
                  {"txn", LB_TXN},
                  {"watch", LB_WATCH},
                  {"lease", LB_LEASE},
-                 {"lease-keepalive", LB_LEASE}};
+                 {"lease-keepalive", LB_LEASE},
+                 {"lock", LB_LOCK},
+                 {"failover", LB_FAILOVER}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (strcmp(s, names[i].name) == 0) {
             *w = names[i].w;
@@ -343,6 +358,12 @@ static int parse_opt(struct lb_opts *o, const char *name, char *v, uint64_t *cli
     } else if (strcmp(name, "lease-ttl") == 0) {
         rc = parse_u64(v, 1, 1000000, &u);
         o->lease_ttl_s = (int64_t)u;
+    } else if (strcmp(name, "lock-name") == 0) {
+        o->lock_name = v;
+        rc = v[0] != '\0' && strlen(v) <= LB_NAME_MAX ? 0 : -1;
+    } else if (strcmp(name, "session-ttl") == 0) {
+        rc = parse_u64(v, 1, 1000000, &u);
+        o->session_ttl_s = (int64_t)u;
     } else if (strcmp(name, "max-errors") == 0) {
         rc = parse_u64(v, 1, UINT64_MAX, &o->max_errors);
     } else if (strcmp(name, "o") == 0) {
@@ -368,7 +389,7 @@ static size_t digits(uint64_t n)
 static void opts_check(struct lb_opts *o, uint64_t clients, bool have_workload)
 {
     if (!have_workload) {
-        usage_error("%s", "no workload given (put, get, txn, watch or lease)");
+        usage_error("%s", "no workload given (put, get, txn, watch, lease, lock or failover)");
     }
     if (clients != 0 && o->inflight != 0 && clients != (uint64_t)o->conns * o->inflight) {
         usage_error("%s", "--clients and --inflight disagree (clients = conns x inflight)");
@@ -383,8 +404,11 @@ static void opts_check(struct lb_opts *o, uint64_t clients, bool have_workload)
     if (o->total != 0 && o->duration_ns != 0) {
         usage_error("%s", "--total and --duration exclude each other");
     }
+    if (o->workload == LB_FAILOVER && o->duration_ns != 0) {
+        usage_error("%s", "failover runs --total rounds, not a --duration");
+    }
     if (o->total == 0 && o->duration_ns == 0) {
-        o->total = 10000;
+        o->total = o->workload == LB_FAILOVER ? 3 : 10000;
     }
     size_t plen = strlen(o->key_prefix);
     if (plen >= o->key_size || o->key_size - plen < digits(o->key_space - 1)) {
@@ -635,8 +659,10 @@ void lb_slot_done(struct lb_slot *s, bool ok, uint64_t now)
     b->done++;
     b->t_last_ns = now;
     if (ok) {
-        latch_hist_record(b->o.workload == LB_WATCH ? &b->put_hist : &b->hist,
-                          now > s->t0_ns ? now - s->t0_ns : 0);
+        struct latch_hist *h = b->o.workload == LB_WATCH  ? &b->put_hist
+                               : b->o.workload == LB_LOCK ? &b->cycle_hist
+                                                          : &b->hist;
+        latch_hist_record(h, now > s->t0_ns ? now - s->t0_ns : 0);
     }
     unsigned tail = (b->free_head + b->free_count) % b->o.clients;
     b->free_ring[tail] = s->index;
@@ -833,6 +859,10 @@ static int start_op(struct lb_slot *s)
         return start_put(s, watch_put_done);
     case LB_LEASE:
         return lb_lease_start(s);
+    case LB_LOCK:
+        return lb_lock_start(s);
+    case LB_FAILOVER:
+        break; /* runs its own rounds (lb_failover_run) */
     }
     return LATCH_EINVAL;
 }
@@ -875,7 +905,7 @@ static void run(struct lb_bench *b)
 
 static const char *workload_name(enum lb_workload w)
 {
-    static const char *const names[] = {"put", "get", "txn", "watch", "lease"};
+    static const char *const names[] = {"put", "get", "txn", "watch", "lease", "lock", "failover"};
     return names[w];
 }
 
@@ -931,6 +961,19 @@ static void report_json(struct lb_bench *b, uint64_t ops, double secs)
                b->o.watchers, b->events, b->events_expected, b->foreign_events);
         json_hist(stdout, "put_", &b->put_hist);
     }
+    if (b->o.workload == LB_LOCK) {
+        printf(",\"lock\":");
+        json_string(stdout, b->lock_name);
+        printf(",\"session_ttl_s\":%" PRId64 ",\"last_token\":%" PRId64 ",\"handoffs\":%" PRIu64,
+               b->session_ttl_s, b->last_token, b->handoff_hist.count);
+        json_hist(stdout, "cycle_", &b->cycle_hist);
+        json_hist(stdout, "handoff_", &b->handoff_hist);
+    }
+    if (b->o.workload == LB_FAILOVER) {
+        printf(",\"session_ttl_s\":%" PRId64 ",\"from_renewal_max_ms\":%.3f", b->session_ttl_s,
+               ms(b->from_renewal_max_ns));
+        json_hist(stdout, "observe_", &b->observe_hist);
+    }
     printf(",\"first_error\":");
     json_string(stdout, b->first_error);
     printf("}\n");
@@ -955,6 +998,18 @@ static void report_text(struct lb_bench *b, uint64_t ops, double secs)
                b->o.watchers, b->events, b->events_expected, b->foreign_events);
         report_hist("put -> event", &b->hist);
         report_hist("put ack", &b->put_hist);
+    } else if (b->o.workload == LB_LOCK) {
+        printf("  lock %s, sessions of %" PRId64 " s; last token %" PRId64 "; %" PRIu64
+               " hand-offs\n",
+               b->lock_name, b->session_ttl_s, b->last_token, b->handoff_hist.count);
+        report_hist("acquire", &b->hist);
+        report_hist("cycle", &b->cycle_hist);
+        report_hist("hand-off", &b->handoff_hist);
+    } else if (b->o.workload == LB_FAILOVER) {
+        printf("  lost session's TTL %" PRId64 " s; last renewal -> new leader at most %.3f ms\n",
+               b->session_ttl_s, ms(b->from_renewal_max_ns));
+        report_hist("expiry -> Campaign won", &b->hist);
+        report_hist("expiry -> Observe", &b->observe_hist);
     } else {
         report_hist("latency", &b->hist);
     }
@@ -965,7 +1020,9 @@ static void report_text(struct lb_bench *b, uint64_t ops, double secs)
 
 static void report(struct lb_bench *b)
 {
-    uint64_t ops = b->o.workload == LB_WATCH ? b->put_hist.count : b->hist.count;
+    uint64_t ops = b->o.workload == LB_WATCH  ? b->put_hist.count
+                   : b->o.workload == LB_LOCK ? b->cycle_hist.count
+                                              : b->hist.count;
     double secs = (double)(b->t_last_ns - b->t_start_ns) / 1e9;
     if (b->o.json) {
         report_json(b, ops, secs);
@@ -1009,6 +1066,9 @@ int main(int argc, char **argv)
     b->run_tag = uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 32);
     latch_hist_init(&b->hist);
     latch_hist_init(&b->put_hist);
+    latch_hist_init(&b->cycle_hist);
+    latch_hist_init(&b->handoff_hist);
+    latch_hist_init(&b->observe_hist);
     buffers_make(b);
     if (uv_loop_init(&b->loop) != 0) {
         fprintf(stderr, "latch-bench: no event loop\n");
@@ -1024,20 +1084,28 @@ int main(int argc, char **argv)
         rc = lb_watch_setup(b);
     } else if (b->o.workload == LB_LEASE) {
         rc = lb_lease_setup(b);
+    } else if (b->o.workload == LB_LOCK) {
+        rc = lb_lock_setup(b);
     }
-    if (rc == 0) {
+    if (rc == 0 && b->o.workload == LB_FAILOVER) {
+        lb_failover_run(b);
+    } else if (rc == 0) {
         run(b);
     }
     if (b->o.workload == LB_WATCH) {
         lb_watch_finish(b);
     } else if (b->o.workload == LB_LEASE) {
         lb_lease_finish(b);
+    } else if (b->o.workload == LB_LOCK) {
+        lb_lock_finish(b);
     }
     report(b);
     conns_close(b);
     uv_loop_close(&b->loop);
-    bool ok = rc == 0 && b->errors == 0 &&
-              (b->o.workload == LB_WATCH ? b->put_hist.count : b->hist.count) > 0;
+    uint64_t ops = b->o.workload == LB_WATCH  ? b->put_hist.count
+                   : b->o.workload == LB_LOCK ? b->cycle_hist.count
+                                              : b->hist.count;
+    bool ok = rc == 0 && b->errors == 0 && ops > 0;
     free(b->slots);
     free(b->free_ring);
     free(b->conns);

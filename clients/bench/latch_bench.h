@@ -23,7 +23,7 @@
 #include "grpc_client.h"
 #include "latch_hist.h"
 
-enum lb_workload { LB_PUT, LB_GET, LB_TXN, LB_WATCH, LB_LEASE };
+enum lb_workload { LB_PUT, LB_GET, LB_TXN, LB_WATCH, LB_LEASE, LB_LOCK, LB_FAILOVER };
 
 #define LB_ENDPOINTS_MAX 16
 #define LB_CONNS_MAX     10000u
@@ -33,6 +33,7 @@ enum lb_workload { LB_PUT, LB_GET, LB_TXN, LB_WATCH, LB_LEASE };
 #define LB_VAL_SIZE_MAX  ((size_t)1 << 20)
 #define LB_TXN_OPS_MAX   64u
 #define LB_ERROR_MAX     512
+#define LB_NAME_MAX      200 /* bytes of --lock-name */
 
 struct lb_opts {
     enum lb_workload workload;
@@ -56,8 +57,10 @@ struct lb_opts {
     uint64_t seed;
     unsigned txn_ops;
     int64_t lease_ttl_s;
-    uint64_t timeout_ms; /* per request */
-    uint64_t max_errors; /* stop starting requests after this many */
+    const char *lock_name; /* lock, failover: the lock / election name; NULL: made per run */
+    int64_t session_ttl_s; /* lock, failover: sessions' TTL; 0: the workload's default */
+    uint64_t timeout_ms;   /* per request */
+    uint64_t max_errors;   /* stop starting requests after this many */
     bool json;
 };
 
@@ -80,8 +83,10 @@ struct lb_slot {
     struct lb_conn *c;
     unsigned index;
     bool busy;
-    uint64_t t0_ns;   /* start (or intended start with --rate) of the request in flight */
-    int64_t lease_id; /* the lease workload's lease */
+    uint64_t t0_ns;     /* start (or intended start with --rate) of the request in flight */
+    int64_t lease_id;   /* the lease workload's lease; the lock workload's session */
+    int64_t token;      /* lock: the grant held (0: none) */
+    uint64_t acq_t0_ns; /* lock: when the Acquire in flight was sent */
 };
 
 /* One watcher of the watch workload: a Watch call with one watch on the key prefix. */
@@ -128,8 +133,18 @@ struct lb_bench {
     bool stopping;                  /* no new request starts */
     uint64_t t_start_ns, t_last_ns; /* first start, last answer */
     uint64_t last_expiry_scan_ns;
-    struct latch_hist hist;     /* the workload's latency */
+    struct latch_hist hist; /* the workload's latency (lock: Acquire; failover: see lb_locks.c) */
     struct latch_hist put_hist; /* watch: put acknowledgement latency */
+
+    /* lock and failover (lb_locks.c) */
+    char lock_name[LB_NAME_MAX + 32];
+    int64_t last_token;             /* the latest grant's fencing token */
+    uint64_t last_release_ns;       /* when the latest Release was sent */
+    int64_t session_ttl_s;          /* the TTL the server granted (failover: the lost session's) */
+    struct latch_hist cycle_hist;   /* lock: Acquire sent -> Release answered */
+    struct latch_hist handoff_hist; /* lock: Release sent -> the next waiter's grant */
+    struct latch_hist observe_hist; /* failover: expiry -> Observe shows the new leader */
+    uint64_t from_renewal_max_ns;   /* failover: the longest last renewal -> new leader */
 };
 
 /* Records a failure: counts it, keeps the first message, stops new requests at max_errors. */
@@ -160,5 +175,10 @@ void lb_watch_finish(struct lb_bench *b);
 int lb_lease_setup(struct lb_bench *b);
 void lb_lease_finish(struct lb_bench *b);
 int lb_lease_start(struct lb_slot *s);
+int lb_lock_setup(struct lb_bench *b);
+void lb_lock_finish(struct lb_bench *b);
+int lb_lock_start(struct lb_slot *s);
+/* failover runs its own rounds instead of the request slots. */
+void lb_failover_run(struct lb_bench *b);
 
 #endif /* CLIENTS_BENCH_LATCH_BENCH_H */

@@ -53,12 +53,14 @@
 #include "identity.h"
 #include "latch_error.h"
 #include "latch_log.h"
+#include "latch_teeth.h"
 #include "lease.h"
 #include "metrics.h"
 #include "node.h"
 #include "peer.h"
 #include "svc_cluster.h"
 #include "svc_kv.h"
+#include "svc_latch.h"
 #include "svc_lease.h"
 #include "svc_maint.h"
 #include "svc_v3conc.h"
@@ -79,6 +81,7 @@ struct latchd {
     struct api_server *peers;
     struct srv_kv *kv;
     struct srv_v3conc *v3conc;
+    struct srv_latch *latch;         /* latch.v1 */
     struct srv_lease_keeper *leases; /* stopped before the node closes */
     struct srv_lease *lease_svc;
     struct srv_maint *maint;
@@ -173,6 +176,7 @@ static void node_applied(void *data, int64_t revision)
     srv_maint_applied(d->maint); /* the NOSPACE alarm when over the quota */
     /* waiting Locks and Campaigns, Observe streams */
     srv_v3conc_applied(d->v3conc, revision);
+    srv_latch_applied(d->latch, revision); /* latch.v1's lock waiters and observers */
 }
 
 static void peer_deliver(void *data, const struct raft_msg *m)
@@ -250,6 +254,60 @@ static uint64_t snapshot_catchup_entries(void)
         return 0;
     }
     return (uint64_t)n;
+}
+
+/* The watch hub's progress_notify interval (watch.h), LATCH_WATCH_PROGRESS_MS, a test knob
+ * left out of --help like LATCH_SNAPSHOT_CATCHUP_ENTRIES. 0 or unset: etcd's 10 minutes. */
+static uint32_t watch_progress_ms(void)
+{
+    const char *v = getenv("LATCH_WATCH_PROGRESS_MS");
+    char *end = NULL;
+    if (v == NULL || v[0] == '\0') {
+        return 0;
+    }
+    unsigned long n = strtoul(v, &end, 10);
+    if (*end != '\0' || v[0] == '-' || n > UINT32_MAX) {
+        latch_log(LATCH_LOG_WARN, "latchd: ignoring LATCH_WATCH_PROGRESS_MS=%s (not a number)", v);
+        return 0;
+    }
+    return (uint32_t)n;
+}
+
+/* Test-only fault switches (latch_teeth.h) from LATCH_TEETH, a test knob left out of --help.
+ * Returns 0, or 2 (exit status) when it names an unknown switch or this build has none: a
+ * harness asking for a bug must never run a correct server by mistake. */
+static int teeth_setup(void)
+{
+    const char *v = getenv("LATCH_TEETH");
+    unsigned bugs = 0;
+    if (v == NULL || v[0] == '\0') {
+        return 0;
+    }
+    if (latch_teeth_parse(v, &bugs) != 0) {
+        fprintf(stderr,
+                "latchd: LATCH_TEETH=%s: unknown switch (stale-read, early-ack, no-fence, "
+                "watch-dup, watch-skip)\n",
+                v);
+        return 2;
+    }
+    if (!latch_teeth_compiled()) {
+        fprintf(stderr,
+                "latchd: LATCH_TEETH=%s but this build has no teeth (configure with "
+                "-DLATCH_TEETH=ON)\n",
+                v);
+        return 2;
+    }
+#ifdef LATCH_TEETH
+    latch_teeth_set(bugs);
+#endif
+    for (unsigned bit = 1; bit != 0 && bit <= bugs; bit <<= 1) {
+        if ((bugs & bit) != 0) {
+            /* stderr, not latch_log: no --log-level may hide it */
+            fprintf(stderr, "latchd: TEETH ENABLED: %s — this build breaks %s on purpose\n",
+                    latch_teeth_name(bit), latch_teeth_breaks(bit));
+        }
+    }
+    return 0;
 }
 
 /* ---- admin ---------------------------------------------------------------------------- */
@@ -1000,6 +1058,7 @@ static int start(struct latchd *d)
     }
     struct srv_watch_hub_config wc = {
         .node = d->node, .cluster_id = d->cluster_id, .member_id = d->member_id};
+    wc.progress_ms = watch_progress_ms();
     rc = srv_watch_hub_new(&d->loop, &wc, &d->watch);
     if (rc != 0) {
         return rc;
@@ -1111,6 +1170,17 @@ static int start(struct latchd *d)
         rc = srv_lease_register_peer(d->peers, d->lease_svc); /* a follower's lease requests */
     }
     if (rc == 0) {
+        struct srv_latch_config xc = {.loop = &d->loop,
+                                      .node = d->node,
+                                      .kv = d->kv,
+                                      .keeper = d->leases,
+                                      .hub = d->watch,
+                                      .cluster_id = d->cluster_id,
+                                      .member_id = d->member_id,
+                                      .min_ttl = (3 * (int64_t)nc.election_ms + 1999) / 2000};
+        rc = srv_latch_register(d->clients, &xc, &d->latch);
+    }
+    if (rc == 0) {
         struct srv_watch_svc_config wsc = {.node = d->node, .hub = d->watch};
         rc = srv_watch_svc_register(d->clients, &wsc, &d->watch_svc);
     }
@@ -1191,6 +1261,10 @@ int main(int argc, char **argv)
         return 2;
     }
     latch_log_set_level(d->cfg.log_level);
+    if (teeth_setup() != 0) {
+        latchd_config_free(&d->cfg);
+        return 2;
+    }
     if (uv_loop_init(&d->loop) != 0) {
         return 1;
     }
@@ -1207,6 +1281,7 @@ int main(int argc, char **argv)
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     srv_v3conc_free(d->v3conc); /* before the KV service it proposes through */
+    srv_latch_free(d->latch);   /* likewise */
     srv_kv_free(d->kv);
     srv_lease_free(d->lease_svc);
     srv_lease_keeper_free(d->leases);

@@ -289,3 +289,99 @@ def cluster(latchd, root, n, prefix="n", token=None, extra_args=()):
         for m in members:
             m.read_id()
     return members, healthy
+
+
+# ---- latch.v1 from Python -------------------------------------------------------------
+#
+# The native API through python3-grpcio with message classes that protoc (Debian's
+# protobuf-compiler) generates from api/proto/latch/v1/latch.proto into a temporary folder,
+# once per process.
+
+_LATCH_PB2 = None
+_PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "api",
+                           "proto")
+
+
+def latch_pb2():
+    """The generated module of latch/v1/latch.proto (latch.v1 messages)."""
+    global _LATCH_PB2
+    if _LATCH_PB2 is None:
+        import importlib
+        import sys
+        import tempfile
+        out = tempfile.mkdtemp(prefix="latch-pb2-")
+        subprocess.run(["protoc", "-I", _PROTO_ROOT, "--python_out=" + out,
+                        os.path.join(_PROTO_ROOT, "latch", "v1", "latch.proto")],
+                       check=True)
+        sys.path.insert(0, out)
+        _LATCH_PB2 = importlib.import_module("latch.v1.latch_pb2")
+    return _LATCH_PB2
+
+
+# Method -> (kind, request class, response class); kind "uu" unary, "us" server-streaming,
+# "ss" bidirectional.
+_LATCH_METHODS = {
+    "SessionOpen": ("uu", "SessionOpenRequest", "SessionOpenResponse"),
+    "SessionKeepAlive": ("ss", "SessionKeepAliveRequest", "SessionKeepAliveResponse"),
+    "SessionClose": ("uu", "SessionCloseRequest", "SessionCloseResponse"),
+    "Create": ("uu", "CreateRequest", "CreateResponse"),
+    "Get": ("uu", "GetRequest", "GetResponse"),
+    "Stat": ("uu", "StatRequest", "StatResponse"),
+    "Set": ("uu", "SetRequest", "SetResponse"),
+    "Delete": ("uu", "DeleteRequest", "DeleteResponse"),
+    "Children": ("uu", "ChildrenRequest", "ChildrenResponse"),
+    "Multi": ("uu", "MultiRequest", "MultiResponse"),
+    "Watch": ("us", "WatchRequest", "WatchResponse"),
+    "Acquire": ("uu", "AcquireRequest", "AcquireResponse"),
+    "Release": ("uu", "ReleaseRequest", "ReleaseResponse"),
+    "Holder": ("uu", "HolderRequest", "HolderResponse"),
+    "Waiters": ("uu", "WaitersRequest", "WaitersResponse"),
+    "CheckFence": ("uu", "CheckFenceRequest", "CheckFenceResponse"),
+    "Campaign": ("uu", "CampaignRequest", "CampaignResponse"),
+    "Proclaim": ("uu", "ProclaimRequest", "ProclaimResponse"),
+    "Resign": ("uu", "ResignRequest", "ResignResponse"),
+    "Leader": ("uu", "LeaderRequest", "LeaderResponse"),
+    "Observe": ("us", "ObserveRequest", "LeaderResponse"),
+}
+
+
+class LatchStub:
+    """Calls latch.v1.Latch on one endpoint ("host:port"): stub.Create(path="/a", value=b"x")
+    builds the request from keywords (or takes one ready-made as the only positional
+    argument) and returns the response; failures raise grpc.RpcError (.code(), .details()).
+    Streaming methods return the response iterator (Watch, Observe) or take a request
+    iterator (SessionKeepAlive). timeout= (seconds) is the call's deadline."""
+
+    def __init__(self, endpoint, timeout=10):
+        import grpc
+        self.pb = latch_pb2()
+        self.channel = grpc.insecure_channel(endpoint)
+        self.timeout = timeout
+        self._calls = {}
+        for name, (kind, req, resp) in _LATCH_METHODS.items():
+            path = "/latch.v1.Latch/" + name
+            ser = getattr(self.pb, req).SerializeToString
+            de = getattr(self.pb, resp).FromString
+            if kind == "uu":
+                fn = self.channel.unary_unary(path, ser, de)
+            elif kind == "us":
+                fn = self.channel.unary_stream(path, ser, de)
+            else:
+                fn = self.channel.stream_stream(path, ser, de)
+            self._calls[name] = (kind, req, fn)
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in _LATCH_METHODS:
+            raise AttributeError(name)
+        kind, req, fn = self._calls[name]
+
+        def call(*args, timeout=None, **kw):
+            t = self.timeout if timeout is None else timeout
+            if kind == "ss":
+                return fn(args[0], timeout=t)
+            msg = args[0] if args else getattr(self.pb, req)(**kw)
+            return fn(msg, timeout=t)
+        return call
+
+    def close(self):
+        self.channel.close()

@@ -16,6 +16,7 @@
 #include "latch_crc32c.h"
 #include "latch_error.h"
 #include "latch_log.h"
+#include "latch_teeth.h"
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
@@ -386,6 +387,29 @@ static void test_arena_reset_reuses_and_dup_copies(void **state)
     assert_null(a.head);
 }
 
+/* LATCH_TEETH's names (latch_teeth.h): one or several, unknown or empty refused. */
+static void test_teeth_parse_names_and_refuses_unknown_ones(void **state)
+{
+    (void)state;
+    unsigned bugs = 99;
+    assert_int_equal(latch_teeth_parse("stale-read", &bugs), 0);
+    assert_int_equal(bugs, LATCH_TEETH_STALE_READ);
+    assert_int_equal(latch_teeth_parse("watch-dup,watch-skip,no-fence", &bugs), 0);
+    assert_int_equal(bugs, LATCH_TEETH_WATCH_DUP | LATCH_TEETH_WATCH_SKIP | LATCH_TEETH_NO_FENCE);
+    assert_int_equal(latch_teeth_parse("early-ack", &bugs), 0);
+    assert_string_equal(latch_teeth_name(bugs), "early-ack");
+    assert_int_equal(latch_teeth_parse("early-ack,", &bugs), LATCH_EINVAL);
+    assert_int_equal(latch_teeth_parse("stale", &bugs), LATCH_EINVAL);
+    assert_int_equal(latch_teeth_parse("", &bugs), LATCH_EINVAL);
+    assert_int_equal(bugs, LATCH_TEETH_EARLY_ACK); /* unchanged by a refusal */
+    assert_string_equal(latch_teeth_name(0), "?");
+#ifdef LATCH_TEETH
+    assert_true(latch_teeth_compiled());
+#else
+    assert_false(latch_teeth_compiled());
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -422,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_arena_blocks_are_aligned_distinct_and_survive_growth),
         cmocka_unit_test(test_arena_reset_reuses_and_dup_copies),
         cmocka_unit_test(test_log_limit_lets_one_line_through_per_interval_with_the_count),
+        cmocka_unit_test(test_teeth_parse_names_and_refuses_unknown_ones),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

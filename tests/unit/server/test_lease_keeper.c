@@ -4,7 +4,8 @@
  * lease is revoked through Raft and its keys are deleted; keep-alives postpone expiry; a
  * checkpointed remaining TTL survives a restart (neither reset to the full TTL nor expired),
  * and a keep-alive after a checkpoint resets the stored checkpoint before it is answered;
- * without a leader renewals are refused.
+ * without a leader renewals are refused; the hooks of srv_lease_keeper_hooks (what the
+ * expiring hook proposes is applied before the revoke; not called for a client's revoke).
  *
  * No timed assertions: every wait runs the loop until a predicate holds and fails only after
  * a generous deadline (WAIT_MS). The keep-alive test asserts an outcome (the lease outlived
@@ -401,6 +402,78 @@ static void test_expiry_revokes_through_raft_and_deletes_keys(void **state)
     assert_int_equal(ttl, 0);
 }
 
+/* srv_lease_keeper_hooks: what the expiring hook proposes is applied before the revoke;
+ * the tick hook runs (as leader); a client's revoke does not call the expiring hook. */
+struct hooks_seen {
+    struct env *e;
+    int64_t expiring_id;
+    unsigned expiring_calls;
+    unsigned ticks_as_leader;
+};
+
+static void nobody_cb(void *data, int err, const struct store_result *res)
+{
+    (void)data;
+    (void)err;
+    (void)res;
+}
+
+static void hook_expiring(void *data, int64_t id)
+{
+    struct hooks_seen *h = data;
+    h->expiring_id = id;
+    h->expiring_calls++;
+    struct store_op op = {.type = STORE_OP_PUT};
+    op.u.put.key = (const uint8_t *)"before-revoke";
+    op.u.put.key_len = (uint32_t)strlen("before-revoke");
+    op.u.put.value = (const uint8_t *)"v";
+    op.u.put.value_len = 1;
+    struct store_cmd c = {.type = STORE_CMD_TXN};
+    c.u.txn.success = &op;
+    c.u.txn.success_count = 1;
+    uint8_t buf[256];
+    size_t len = 0;
+    assert_int_equal(store_cmd_encode(&c, buf, sizeof(buf), &len), 0);
+    assert_int_equal(srv_node_propose(h->e->node, buf, len, nobody_cb, NULL), 0);
+}
+
+static void hook_tick(void *data, bool leader)
+{
+    struct hooks_seen *h = data;
+    h->ticks_as_leader += leader ? 1u : 0u;
+}
+
+static void test_hooks_expiring_proposes_before_the_revoke(void **state)
+{
+    struct env *e = single_leader(state);
+    struct hooks_seen h = {.e = e};
+    srv_lease_keeper_hooks(e->keeper, hook_expiring, hook_tick, &h);
+    int64_t kept = grant(e, 60);
+    assert_int_equal(lease_revoke(e, kept), 0); /* a client's revoke: no hook */
+    assert_int_equal(h.expiring_calls, 0);
+    int64_t id = grant(e, 1);
+    put(e, "k1", id);
+    struct store_status ss;
+    assert_int_equal(store_status(srv_node_reader(e->node), &ss), 0);
+    int64_t rev_before = ss.revision;
+    wait_for(e, pred_key_gone, "k1", "the lease to expire");
+    assert_true(h.expiring_calls >= 1);
+    assert_int_equal(h.expiring_id, id);
+    assert_true(h.ticks_as_leader > 0);
+    struct latch_arena a;
+    latch_arena_init(&a, 0);
+    struct store_range_req q = {.key = (const uint8_t *)"before-revoke",
+                                .key_len = (uint32_t)strlen("before-revoke")};
+    struct store_range_result res;
+    assert_int_equal(store_range(srv_node_reader(e->node), &q, &a, &res, NULL), 0);
+    assert_int_equal(res.kvs_count, 1);
+    assert_int_equal(res.kvs[0].mod_revision, rev_before + 1); /* then the revoke */
+    latch_arena_close(&a);
+    assert_int_equal(store_status(srv_node_reader(e->node), &ss), 0);
+    assert_int_equal(ss.revision, rev_before + 2);
+    srv_lease_keeper_hooks(e->keeper, NULL, NULL, NULL);
+}
+
 static void test_keepalive_postpones_expiry(void **state)
 {
     struct env *e = single_leader(state);
@@ -481,6 +554,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_grant_revoke_ttl_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_revokes_through_raft_and_deletes_keys, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_hooks_expiring_proposes_before_the_revoke, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_postpones_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_survives_restart, setup, teardown),

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "latch_error.h"
+#include "latch_teeth.h"
 #include "store.h"
 #include "store_fixture.h"
 
@@ -1018,6 +1019,29 @@ static void test_txn_fence_refuses_a_tombstone_and_blocks_behind_it(void **state
     assert_false(fence_holds(f, 10));
 }
 
+/* Teeth no-fence (latch_teeth.h): with the switch on, a released grant's stale token and a
+ * waiter's token both pass; off again, the real check is back. */
+static void test_txn_teeth_no_fence_lets_every_token_through(void **state)
+{
+#ifdef LATCH_TEETH
+    struct fx *f = *state;
+    grant_queue_lease(f);
+    assert_int_equal(fx_put(f, "q/wA", "", QL), 0); /* rev 2: holder */
+    assert_int_equal(fx_put(f, "q/wB", "", QL), 0); /* rev 3: waiter */
+    assert_int_equal(fx_del(f, "q/wA"), 0);         /* A's token 2 is stale */
+    assert_false(fence_holds(f, 2));
+    latch_teeth_set(LATCH_TEETH_NO_FENCE);
+    assert_true(fence_holds(f, 2));
+    assert_true(fence_holds(f, 99)); /* not even in the queue */
+    latch_teeth_set(0);
+    assert_false(fence_holds(f, 2));
+    assert_true(fence_holds(f, 3));
+#else
+    (void)state;
+    skip();
+#endif
+}
+
 static void test_validate_rejects_malformed_fences(void **state)
 {
     (void)state;
@@ -1043,6 +1067,7 @@ static void test_validate_rejects_malformed_fences(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        T(test_txn_teeth_no_fence_lets_every_token_through),
         T(test_validate_accepts_a_plain_txn_and_an_empty_one),
         T(test_validate_rejects_empty_keys),
         T(test_validate_rejects_more_than_128_ops_in_any_list),
