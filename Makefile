@@ -1,5 +1,5 @@
 # Thin wrapper over CMake; the build rules live in CMakeLists.txt.
-# make run | test | soak | bench | format | clean
+# make run | test | soak | bench | jepsen | format | clean
 
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 DEBUG   := build/debug
@@ -78,6 +78,14 @@ bench: release
 	bash tests/bench/grpc_bench.sh $(RELEASE)
 	bash scripts/compare-etcd.sh $(RELEASE)
 	bash scripts/compare-locks.sh $(RELEASE)
+
+# The full Jepsen-style suite (docs/jepsen.md): every workload x nemesis mix on 5 latchd
+# nodes (release build), then the etcd-API workloads against a real etcd 3.4;
+# JEPSEN_TIME seconds of operations per run (several minutes each; the whole suite takes
+# hours). Run folders and summary.json under jepsen/store/suite-<time>/.
+JEPSEN_TIME ?= 180
+jepsen: release
+	/usr/bin/python3 jepsen/suite.py --time $(JEPSEN_TIME) --latchd $(RELEASE)/latchd
 
 format:
 	bash scripts/check-format.sh --fix

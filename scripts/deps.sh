@@ -31,6 +31,8 @@ PACKAGES=(
     iproute2
     nftables
     etcd-server # the differential runs (ctest compat_diff) compare latch with a real etcd 3.4
+    chromium # ctest jepsen_report loads the harness's HTML report in headless Chromium
+    faketime # libfaketime: the Jepsen harness's clock faults (jepsen/, ctest jepsen_clock)
 )
 
 missing=()

@@ -9,6 +9,7 @@ with partitions made by nftables rules inside each node's namespace.
         net.isolate(2)                 # node 2 talks to no other node (both directions)
         net.split([0], [1, 2])         # groups: no traffic between groups
         net.block(0, 1)                # one way: packets from node 0 to node 1 are dropped
+        net.cut({(0, 1), (1, 0)})      # any shape: exactly these (from, to) pairs dropped
         net.heal()                     # every rule removed
     # close() (also at exit) deletes every namespace and link this Net made, nothing else
 
@@ -274,6 +275,14 @@ class Net:
         """Node i talks to no other node (and, with clients, not to the host either)."""
         self.split([i], [j for j in range(self.n) if j != i], clients=(i,) if clients else ())
 
+    def cut(self, drops, clients=()):
+        """Any shape: drops is a set of (a, b) node pairs whose packets from a to b are
+        dropped; everything else flows. Replaces what was in force."""
+        for a, b in drops:
+            if not (0 <= a < self.n and 0 <= b < self.n) or a == b:
+                raise ValueError("bad pair %r" % ((a, b),))
+        self._set(set(drops), clients=set(clients))
+
     def heal(self):
         """Removes every partition rule."""
         self._set(set())
@@ -431,6 +440,10 @@ def _selftest():
         expect("block(0, 1): the drops are one way", net.drops(), {(0, 1)})
         expect("block(0, 1): no TCP between 0 and 1 (handshakes need both ways)", matrix(),
                every - {(0, 1), (1, 0)})
+        net.heal()
+        net.cut({(0, 2), (2, 0), (1, 2)})
+        expect("cut({(0,2), (2,0), (1,2)}): exactly those pairs, 0-1 and the host untouched",
+               matrix(), every - {(0, 2), (2, 0), (1, 2), (2, 1)})
         net.heal()
         expect("heal(): everything again", matrix(), every)
     finally:

@@ -1,0 +1,1 @@
+"""Workloads of the harness: one module each (the interface: latchjep/runner.py)."""
