@@ -9,11 +9,11 @@ FUZZ    := build/fuzz
 # Seconds per fuzz target: bounded in make test, long in make fuzz.
 FUZZ_TEST_SECONDS := 20
 FUZZ_SECONDS      ?= 600
-FUZZ_TARGETS      := store_cmd grpc_conn peer_batch peer_snap_chunk member_record
+FUZZ_TARGETS      := store_cmd grpc_conn peer_batch peer_snap_chunk member_record wal_segment
 # Where `make run` keeps the three members' data dirs and logs.
 RUN_DIR           ?= /tmp/latch-run
 
-.PHONY: all deps debug release run sim-demo test soak bench format clean fuzz fuzz-build
+.PHONY: all deps debug release run sim-demo test soak bench jepsen format clean fuzz fuzz-build
 
 all: debug
 

@@ -19,6 +19,7 @@
 #include "latch_crc32c.h"
 #include "latch_log.h"
 #include "store_int.h"
+#include "store_wal.h"
 
 #define MIB                 ((uint64_t)1024 * 1024)
 #define FORMAT_RECORD_BYTES 16u
@@ -26,6 +27,8 @@
 #define RAFT_FILE           "raft.mdb"
 #define INSTALL_TMP_FILE    "state.mdb.new"
 #define SNAP_DIR            "snap"
+#define WAL_DIR             "wal"     /* LATCH_STORE_WAL: the log (store_wal.h) */
+#define WAL_NEW_DIR         "wal.new" /* a wal being formatted or converted */
 
 static const char RAFT_MAGIC[8] = {'L', 'A', 'T', 'C', 'H', 'R', 'F', 'T'};
 static const char STATE_MAGIC[8] = {'L', 'A', 'T', 'C', 'H', 'S', 'T', 'A'};
@@ -450,6 +453,9 @@ static bool dir_entry_known(const char *name)
                                         RAFT_FILE ".init",  RAFT_FILE ".init-lock",
                                         STATE_FILE ".init", STATE_FILE ".init-lock",
                                         "member.id",        "member.id.tmp"};
+    if (strcmp(name, WAL_DIR) == 0 || strcmp(name, WAL_NEW_DIR) == 0) {
+        return true; /* the append-only log (LATCH_STORE_WAL), or a format of it under way */
+    }
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
         if (strcmp(name, known[i]) == 0) {
             return true;
@@ -463,11 +469,16 @@ static bool dir_entry_known(const char *name)
  * Refuses unknown entries (a foreign dir) and a raft.mdb without its state.mdb (formatting
  * makes state.mdb first, so that is damage, not an interrupted first open).
  */
-static int dir_inspect(
-    struct store *s, bool *has_raft_out, bool *has_state_out, char *errmsg, size_t errmsg_size)
+static int dir_inspect(struct store *s,
+                       bool *has_raft_out,
+                       bool *has_state_out,
+                       bool *has_wal_out,
+                       char *errmsg,
+                       size_t errmsg_size)
 {
     bool has_raft = false;
     bool has_state = false;
+    bool has_wal = false;
     DIR *d;
     struct dirent *de;
 
@@ -493,18 +504,20 @@ static int dir_inspect(
         }
         has_raft |= strcmp(de->d_name, RAFT_FILE) == 0;
         has_state |= strcmp(de->d_name, STATE_FILE) == 0;
+        has_wal |= strcmp(de->d_name, WAL_DIR) == 0;
     }
     closedir(d);
     if (rc != 0) {
         return rc;
     }
-    if (has_raft && !has_state) {
+    if ((has_raft || has_wal) && !has_state) {
         errmsg_set(errmsg, errmsg_size, "%s/%s: missing while %s exists", s->dir, STATE_FILE,
-                   RAFT_FILE);
+                   has_raft ? RAFT_FILE : WAL_DIR);
         return LATCH_ECORRUPT;
     }
     *has_raft_out = has_raft;
     *has_state_out = has_state;
+    *has_wal_out = has_wal;
     return 0;
 }
 
@@ -551,6 +564,11 @@ int store__install_mark(struct store *s, const struct store_snap_meta *m)
     struct install_mark_arg a = {.s = s, .m = m};
 
     LATCH_ASSERT(m != NULL);
+    if (s->wal != NULL) {
+        int rc = store_failed(s);
+        rc = rc != 0 ? rc : store_wal_install_mark(s->wal, m);
+        return rc == LATCH_EIO ? store__fail(s, LATCH_EIO, "wal install mark") : rc;
+    }
     return store__write(s, &s->raft, install_mark_write, &a);
 }
 
@@ -560,13 +578,21 @@ static int install_finish_if_interrupted(struct store *s, char *errmsg, size_t e
     struct store_reader *r = NULL;
     struct store_status st;
     MDB_txn *txn;
-    int rc = store__log_read_begin(s, &txn);
+    int rc;
 
-    if (rc != 0) {
-        return rc;
+    if (s->wal != NULL) {
+        uint64_t mi = 0, mt = 0;
+        rc = store_wal_install_marked(s->wal, &mi, &mt) ? 0 : LATCH_ENOTFOUND;
+        store__put_le64(rec, mi);
+        store__put_le64(rec + 8, mt);
+    } else {
+        rc = store__log_read_begin(s, &txn);
+        if (rc != 0) {
+            return rc;
+        }
+        rc = store__meta_get(txn, s->r_meta, "installing", rec, sizeof(rec));
+        store__log_read_end(s);
     }
-    rc = store__meta_get(txn, s->r_meta, "installing", rec, sizeof(rec));
-    store__log_read_end(s);
     if (rc == LATCH_ENOTFOUND) {
         return 0;
     }
@@ -590,6 +616,9 @@ static int install_finish_if_interrupted(struct store *s, char *errmsg, size_t e
         struct install_mark_arg a = {.s = s, .m = NULL};
         latch_log(LATCH_LOG_WARN, "%s: snapshot install at index %llu never happened; dropped",
                   s->dir, (unsigned long long)m.index);
+        if (s->wal != NULL) {
+            return store_wal_install_mark(s->wal, NULL);
+        }
         return store__write(s, &s->raft, install_mark_write, &a);
     }
     latch_log(LATCH_LOG_WARN, "%s: finishing an interrupted snapshot install at index %llu", s->dir,
@@ -618,12 +647,129 @@ static int state_is_pristine(struct store *s, char *errmsg, size_t errmsg_size)
         store_reader_free(r);
     }
     if (rc == 0 && (st.revision != 1 || st.applied_index != 0)) {
+#ifdef LATCH_STORE_WAL
+        const char *log_file = WAL_DIR;
+#else
+        const char *log_file = RAFT_FILE;
+#endif
         errmsg_set(errmsg, errmsg_size, "%s/%s: missing while %s holds data (applied index %llu)",
-                   s->dir, RAFT_FILE, STATE_FILE, (unsigned long long)st.applied_index);
+                   s->dir, log_file, STATE_FILE, (unsigned long long)st.applied_index);
         rc = LATCH_ECORRUPT;
     }
     return rc;
 }
+
+/* ---------------------------------------------------------------------------------- */
+/* The append-only log (LATCH_STORE_WAL, store_wal.h)                                 */
+/* ---------------------------------------------------------------------------------- */
+
+#ifdef LATCH_STORE_WAL
+
+/* Removes <dir>/wal.new and its files: a format or a conversion that a crash cut short
+ * (wal/ appears only by the rename that completes them). */
+static void wal_new_drop(struct store *s)
+{
+    char path[STORE_PATH_MAX];
+    DIR *d;
+    struct dirent *de;
+
+    snprintf(path, sizeof(path), "%s/%s", s->dir, WAL_NEW_DIR);
+    d = opendir(path);
+    if (d == NULL) {
+        return;
+    }
+    while ((de = readdir(d)) != NULL) {
+        char f[STORE_PATH_MAX + 256];
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            snprintf(f, sizeof(f), "%s/%s", path, de->d_name);
+            (void)unlink(f);
+        }
+    }
+    closedir(d);
+    (void)rmdir(path);
+}
+
+/*
+ * Makes <dir>/wal: written under wal.new without syncs, then every segment and the dir
+ * synced, renamed into place and the data dir synced, so a crash leaves no wal/ or a whole
+ * one. convert: the wal gets raft.mdb's contents (s->raft open), see store__log_convert.
+ */
+static int wal_format(struct store *s, bool convert, char *errmsg, size_t errmsg_size)
+{
+    char tmp[STORE_PATH_MAX], final[STORE_PATH_MAX];
+    struct store_wal *w = NULL;
+
+    wal_new_drop(s);
+    snprintf(tmp, sizeof(tmp), "%s/%s", s->dir, WAL_NEW_DIR);
+    snprintf(final, sizeof(final), "%s/%s", s->dir, WAL_DIR);
+    struct store_wal_options o = {.dir = tmp, .no_sync = true};
+    int rc = store_wal_open(&o, &w, errmsg, errmsg_size);
+    if (rc == 0 && convert) {
+        rc = store__log_convert(s, w);
+        if (rc != 0) {
+            errmsg_set(errmsg, errmsg_size, "%s: converting to %s: %s", s->raft.path, final,
+                       latch_strerror(rc));
+        }
+    }
+    if (rc == 0 && !s->opt.no_sync && store_wal_sync(w) != 0) {
+        rc = LATCH_EIO;
+    }
+    store_wal_close(w);
+    if (rc == 0 && rename(tmp, final) != 0) {
+        rc = LATCH_EIO;
+    }
+    if (rc == 0 && !s->opt.no_sync) {
+        rc = dir_fsync(s->dir);
+    }
+    if (rc == LATCH_EIO) {
+        errmsg_set(errmsg, errmsg_size, "%s: cannot format: %s", final, strerror(errno));
+    }
+    return rc;
+}
+
+/* Opens the log as <dir>/wal: formats it in a fresh data dir, converts raft.mdb when only
+ * that is there (older builds), and removes a raft.mdb that a finished conversion left. */
+static int wal_open(struct store *s, bool has_raft, bool has_wal, char *errmsg, size_t errmsg_size)
+{
+    char path[STORE_PATH_MAX];
+    int rc = 0;
+
+    wal_new_drop(s);
+    if (!has_wal && !has_raft) {
+        rc = state_is_pristine(s, errmsg, errmsg_size);
+        rc = rc != 0 ? rc : wal_format(s, false, errmsg, errmsg_size);
+    } else if (!has_wal) {
+        rc = env_open(s, &s->raft, RAFT_FILE, errmsg, errmsg_size);
+        rc = rc != 0 ? rc : raft_dbis_open(s, false, errmsg, errmsg_size);
+        if (rc == 0) {
+            latch_log(LATCH_LOG_WARN, "%s: converting %s into the append-only log %s/", s->dir,
+                      RAFT_FILE, WAL_DIR);
+            rc = wal_format(s, true, errmsg, errmsg_size);
+        }
+        if (s->log_rtxn != NULL) {
+            mdb_txn_abort(s->log_rtxn);
+            s->log_rtxn = NULL;
+        }
+        env_close(&s->raft);
+    }
+    if (rc == 0 && has_raft) {
+        /* wal/ is complete (the rename above or an earlier one): raft.mdb is a leftover. */
+        snprintf(path, sizeof(path), "%s/%s", s->dir, RAFT_FILE);
+        (void)unlink(path);
+        snprintf(path, sizeof(path), "%s/%s-lock", s->dir, RAFT_FILE);
+        (void)unlink(path);
+        if (!s->opt.no_sync) {
+            rc = dir_fsync(s->dir);
+        }
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof(path), "%s/%s", s->dir, WAL_DIR);
+        struct store_wal_options o = {.dir = path, .no_sync = s->opt.no_sync};
+        rc = store_wal_open(&o, &s->wal, errmsg, errmsg_size);
+    }
+    return rc;
+}
+#endif /* LATCH_STORE_WAL */
 
 static int store_init_locks(struct store *s)
 {
@@ -647,6 +793,7 @@ int store_open(const struct store_options *o, struct store **out, char *errmsg, 
     struct store *s;
     bool has_raft = false;
     bool has_state = false;
+    bool has_wal = false;
     int rc;
 
     errmsg_set(errmsg, errmsg_size, "%s", "");
@@ -668,7 +815,7 @@ int store_open(const struct store_options *o, struct store **out, char *errmsg, 
         free(s);
         return rc;
     }
-    rc = dir_inspect(s, &has_raft, &has_state, errmsg, errmsg_size);
+    rc = dir_inspect(s, &has_raft, &has_state, &has_wal, errmsg, errmsg_size);
     if (rc == 0) {
         install_tmp_drop(s);
         if (!has_state) {
@@ -677,6 +824,18 @@ int store_open(const struct store_options *o, struct store **out, char *errmsg, 
     }
     if (rc == 0) {
         rc = store__state_env_open(s, errmsg, errmsg_size);
+    }
+#ifdef LATCH_STORE_WAL
+    if (rc == 0) {
+        rc = wal_open(s, has_raft, has_wal, errmsg, errmsg_size);
+    }
+#else
+    if (rc == 0 && has_wal) {
+        errmsg_set(errmsg, errmsg_size,
+                   "%s/%s: an append-only log, which this build (without LATCH_STORE_WAL) cannot "
+                   "read",
+                   s->dir, WAL_DIR);
+        rc = LATCH_EFORMAT;
     }
     if (rc == 0 && !has_raft) {
         rc = state_is_pristine(s, errmsg, errmsg_size);
@@ -690,6 +849,7 @@ int store_open(const struct store_options *o, struct store **out, char *errmsg, 
     if (rc == 0) {
         rc = raft_dbis_open(s, false, errmsg, errmsg_size);
     }
+#endif
     if (rc == 0) {
         rc = install_finish_if_interrupted(s, errmsg, errmsg_size);
     }
@@ -697,8 +857,8 @@ int store_open(const struct store_options *o, struct store **out, char *errmsg, 
         store_close(s);
         return rc;
     }
-    LATCH_ASSERT(s->raft.env != NULL && s->state.env != NULL);
-    LATCH_ASSERT(s->raft.map_bytes > 0 && s->state.map_bytes > 0);
+    LATCH_ASSERT((s->raft.env != NULL || s->wal != NULL) && s->state.env != NULL);
+    LATCH_ASSERT(s->state.map_bytes > 0);
     *out = s;
     return 0;
 }
@@ -714,6 +874,7 @@ void store_close(struct store *s)
     }
     env_close(&s->state);
     env_close(&s->raft);
+    store_wal_close(s->wal);
     free(s->log_buf);
     latch_arena_close(&s->log_arena);
     pthread_mutex_destroy(&s->readers_lock);

@@ -10,6 +10,10 @@
  *              that go with them. Written only by store_apply(); replaced whole by a
  *              snapshot install.
  *
+ * Built with LATCH_STORE_WAL (the default), raft.mdb's part is the append-only log <dir>/wal
+ * instead (store_wal.h: one fdatasync per append), with the same store_log_* contracts; a
+ * data dir with raft.mdb is converted at open.
+ *
  * Splitting them is what makes a snapshot install atomic without touching the node's own
  * vote: state.mdb is swapped by one rename(2); raft.mdb never leaves the node. See
  * docs/decisions/store-layout.md for the record formats and the reasons.

@@ -18,8 +18,9 @@
  *  I7  tree[p].num_children equals the number of existing keys that are children of p;
  *      tree[p] exists only if num_children > 0, or p exists as a key, or p is "/"; an
  *      absent record reads as zeros (store_tree.c).
- *  I8  The log in raft.mdb is contiguous from first_index to last_index; every record's
- *      CRC-32C covers its index, term, type and data (store_log.c).
+ *  I8  The log (raft.mdb, or the wal: store_wal.c) is contiguous from first_index to
+ *      last_index; every entry's CRC-32C covers its index, term, type and data (store_log.c,
+ *      store_wal.c).
  *
  * STATE DIAGRAM of the store object
  *
@@ -134,12 +135,15 @@ struct store__env {
 /* Room for "<dir>/<file name>" in a STORE_PATH_MAX buffer. */
 #define STORE_DIR_MAX (STORE_PATH_MAX - 64u)
 
+struct store_wal; /* store_wal.h */
+
 struct store {
     struct store_options opt;
     char dir[STORE_DIR_MAX];
     atomic_int failed; /* 0, or the error that put us in ERROR */
 
-    struct store__env raft; /* raft.mdb */
+    struct store__env raft; /* raft.mdb (with LATCH_STORE_WAL: only while converting it) */
+    struct store_wal *wal;  /* LATCH_STORE_WAL: the log in <dir>/wal (store_wal.h); else NULL */
     MDB_dbi r_meta;         /* "format", "hard", "first", "snap" */
     MDB_dbi r_log;          /* index (be64) -> entry record */
 
@@ -273,6 +277,11 @@ int store__log_record_snapshot(struct store *s, const struct store_snap_meta *m)
  * damaged or unreadable raft.mdb (LATCH_ECORRUPT, LATCH_EIO) instead of asserting: for
  * store_open, which must refuse such a file with an error. */
 int store__log_bounds(struct store *s, uint64_t *first, uint64_t *last);
+
+/* store_log.c, LATCH_STORE_WAL: copies raft.mdb (open in s->raft) into the empty wal w: the
+ * compaction point, every entry, the hard state, the snapshot metadata and the install
+ * mark. The caller syncs w. */
+int store__log_convert(struct store *s, struct store_wal *w);
 
 /* Every change of the log (append, compact, install) calls this first: the entries handed
  * out by store_log_entries are released (their validity ends, as with raft_memstore). */

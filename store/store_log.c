@@ -27,6 +27,7 @@
 
 #include "latch_crc32c.h"
 #include "store_int.h"
+#include "store_wal.h"
 
 #define STORE__ENT_HDR    16u
 #define STORE__HARD_BYTES 28u
@@ -359,6 +360,17 @@ int store_log_append(struct store *s,
     if (n == 0 && hs == NULL) {
         return 0;
     }
+    if (s->wal != NULL) {
+        int wrc = store_failed(s); /* in ERROR: no more writes (store.h) */
+        wrc = wrc != 0 ? wrc : store_wal_append(s->wal, entries, n, hs);
+        if (wrc == LATCH_EIO) {
+            return store__fail(s, LATCH_EIO, "wal append");
+        }
+        if (wrc == 0 && n > 0) {
+            store__log_changed(s);
+        }
+        return wrc;
+    }
     struct store__append ap = {.s = s, .entries = entries, .n = n, .hs = hs};
     int rc = store__write(s, &s->raft, append_fn, &ap);
     if (rc == 0 && n > 0) {
@@ -392,6 +404,9 @@ int store_log_hard_state(struct store *s, struct store_hard_state *hs)
 {
     MDB_txn *txn;
     LATCH_ASSERT(s != NULL && hs != NULL);
+    if (s->wal != NULL) {
+        return store_wal_hard_state(s->wal, hs);
+    }
     int rc = ro_begin(s, &txn);
     if (rc != 0) {
         return rc;
@@ -405,6 +420,9 @@ int store_log_snapshot_meta(struct store *s, struct store_snap_meta *out)
 {
     MDB_txn *txn;
     LATCH_ASSERT(s != NULL && out != NULL);
+    if (s->wal != NULL) {
+        return store_wal_snapshot_meta(s->wal, out);
+    }
     int rc = ro_begin(s, &txn);
     if (rc != 0) {
         return rc;
@@ -419,6 +437,11 @@ int store__log_bounds(struct store *s, uint64_t *first, uint64_t *last)
     MDB_txn *txn;
     struct store__point pt = {0, 0};
     LATCH_ASSERT(s != NULL && first != NULL && last != NULL);
+    if (s->wal != NULL) {
+        *first = store_wal_first_index(s->wal);
+        *last = store_wal_last_index(s->wal);
+        return 0;
+    }
     int rc = store__log_read_begin(s, &txn);
     if (rc != 0) {
         return rc;
@@ -484,6 +507,9 @@ int store_log_term(struct store *s, uint64_t index, uint64_t *term_out)
 {
     MDB_txn *txn;
     LATCH_ASSERT(s != NULL && term_out != NULL);
+    if (s->wal != NULL) {
+        return store_wal_term(s->wal, index, term_out);
+    }
     int rc = store__log_read_begin(s, &txn);
     if (rc != 0) {
         return rc;
@@ -572,6 +598,9 @@ int store_log_entries(struct store *s,
     LATCH_ASSERT(s != NULL && out != NULL && count_out != NULL);
     if (lo >= hi) {
         return LATCH_EINVAL;
+    }
+    if (s->wal != NULL) {
+        return store_wal_entries(s->wal, lo, hi, max_bytes, &s->log_arena, out, count_out);
     }
     int rc = store__log_read_begin(s, &txn);
     if (rc != 0) {
@@ -700,6 +729,19 @@ int store_log_compact(struct store *s, uint64_t index)
     if (rc != 0) {
         return rc;
     }
+    if (s->wal != NULL) {
+        if (index > ca.applied && index > store_wal_first_index(s->wal) - 1) {
+            return LATCH_EINVAL;
+        }
+        rc = store_wal_compact(s->wal, index);
+        if (rc == LATCH_EIO) {
+            return store__fail(s, LATCH_EIO, "wal compaction");
+        }
+        if (rc == 0) {
+            store__log_changed(s);
+        }
+        return rc;
+    }
     rc = store__write(s, &s->raft, compact_fn, &ca);
     if (rc == 0) {
         store__log_changed(s);
@@ -761,6 +803,17 @@ int store__log_install(struct store *s, const struct store_snap_meta *m)
 {
     LATCH_ASSERT(s != NULL && m != NULL);
     LATCH_ASSERTF(m->conf_len <= STORE_CONF_BYTES_MAX, "conf_len %u", m->conf_len);
+    if (s->wal != NULL) {
+        int wrc = store_failed(s);
+        wrc = wrc != 0 ? wrc : store_wal_install(s->wal, m);
+        if (wrc == LATCH_EIO) {
+            return store__fail(s, LATCH_EIO, "wal install");
+        }
+        if (wrc == 0) {
+            store__log_changed(s);
+        }
+        return wrc;
+    }
     struct store__install_arg ia = {.s = s, .m = m};
     int rc = store__write(s, &s->raft, install_fn, &ia);
     if (rc == 0) {
@@ -779,6 +832,75 @@ int store__log_record_snapshot(struct store *s, const struct store_snap_meta *m)
 {
     LATCH_ASSERT(s != NULL && m != NULL);
     LATCH_ASSERTF(m->conf_len <= STORE_CONF_BYTES_MAX, "conf_len %u", m->conf_len);
+    if (s->wal != NULL) {
+        int wrc = store_failed(s);
+        wrc = wrc != 0 ? wrc : store_wal_record_snapshot(s->wal, m);
+        return wrc == LATCH_EIO ? store__fail(s, LATCH_EIO, "wal snapshot record") : wrc;
+    }
     struct store__install_arg ia = {.s = s, .m = m};
     return store__write(s, &s->raft, record_snapshot_fn, &ia);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Conversion of raft.mdb into the wal (LATCH_STORE_WAL)                              */
+/* ---------------------------------------------------------------------------------- */
+
+#define CONVERT_BATCH 256u
+
+int store__log_convert(struct store *s, struct store_wal *w)
+{
+    MDB_txn *txn;
+    struct store__point pt;
+    struct store_hard_state hs;
+    struct store_snap_meta *snap = calloc(1, sizeof(*snap));
+    uint8_t mark[STORE__INSTALL_MARK_BYTES];
+    uint64_t last = 0;
+    if (snap == NULL) {
+        return LATCH_ENOMEM;
+    }
+    int rc = ro_begin(s, &txn);
+    if (rc != 0) {
+        free(snap);
+        return rc;
+    }
+    rc = point_get(s, txn, &pt);
+    rc = rc != 0 ? rc : last_get(s, txn, &pt, &last);
+    rc = rc != 0 ? rc : hard_get(s, txn, &hs);
+    rc = rc != 0 ? rc : snap_get(s, txn, snap);
+    int mrc = rc != 0 ? rc : store__meta_get(txn, s->r_meta, "installing", mark, sizeof(mark));
+    rc = mrc == LATCH_ENOTFOUND ? rc : mrc;
+    if (rc == 0 && pt.index > 0) {
+        struct store_snap_meta p = {.index = pt.index, .term = pt.term};
+        rc = store_wal_install(w, &p);
+    }
+    /* Entries in batches, each entry's CRC verified on the way (ent_get). */
+    struct store_entry batch[CONVERT_BATCH];
+    for (uint64_t i = pt.index + 1; rc == 0 && i <= last;) {
+        size_t n = 0;
+        while (rc == 0 && n < CONVERT_BATCH && i <= last) {
+            rc = ent_get(s, txn, i, true, &batch[n]);
+            n += rc == 0;
+            i += rc == 0;
+        }
+        rc = rc != 0 ? rc : store_wal_append(w, batch, n, NULL);
+    }
+    if (rc == 0) {
+        struct store_hard_state h = hs;
+        struct store_hard_state cur;
+        (void)store_wal_hard_state(w, &cur);
+        h.commit = h.commit < cur.commit ? cur.commit : h.commit;
+        h.term = h.term < cur.term ? cur.term : h.term;
+        rc = store_wal_append(w, NULL, 0, &h);
+    }
+    if (rc == 0 && (snap->index > 0 || pt.index > 0)) {
+        rc = store_wal_record_snapshot(w, snap); /* also undoes the install's own record */
+    }
+    if (rc == 0 && mrc == 0) {
+        struct store_snap_meta m = {.index = store__get_le64(mark),
+                                    .term = store__get_le64(mark + 8)};
+        rc = store_wal_install_mark(w, &m);
+    }
+    ro_end(s, txn);
+    free(snap);
+    return rc;
 }

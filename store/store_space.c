@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "store_int.h"
+#include "store_wal.h"
 
 /* LMDB's free-list DB is dbi 0 (FREE_DBI in mdb.c); read-only cursors may open it. */
 #define STORE__FREE_DBI ((MDB_dbi)0)
@@ -93,6 +94,10 @@ static int raft_space(struct store_reader *r, uint64_t *file_bytes)
     MDB_envinfo info;
     MDB_stat st;
     MDB_txn *txn;
+    if (r->s->wal != NULL) {
+        *file_bytes = store_wal_file_bytes(r->s->wal);
+        return 0;
+    }
     int rc = store__raft_read_begin(r, &txn); /* holds raft.lock: the map may be growing */
 
     if (rc != 0) {

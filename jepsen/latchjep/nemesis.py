@@ -19,7 +19,7 @@ Faults (docs/jepsen.md describes each):
   member     remove a member (MemberRemove), then re-add it with a fresh data dir (MemberAdd
              + --initial-cluster-state existing): the cluster shrinks and grows
   compact    Compact at a recent revision under load (instantaneous)
-  bitflip    SIGKILL one node, flip bits in its Raft log file (latch raft.mdb; etcd WAL),
+  bitflip    SIGKILL one node, flip bits in its Raft log file (latch wal/*.seg; etcd WAL),
              restart it: a checksum failure must stop it with a clear error; see the docs
 
 The schedule: with a seed, the next fault, its targets and the waits come from rng (a
@@ -544,6 +544,12 @@ class Nemesis:
             files = sorted(os.path.join(wal, f) for f in os.listdir(wal)
                            if f.endswith(".wal")) if os.path.isdir(wal) else []
             return files[-1:]
+        # latch: the newest segment of the append-only log (wal/*.seg, the default since
+        # session 5), or raft.mdb in builds configured with -DLATCH_STORE_WAL=OFF.
+        wal = os.path.join(m.data_dir, "wal")
+        if os.path.isdir(wal):
+            segs = sorted(os.path.join(wal, f) for f in os.listdir(wal) if f.endswith(".seg"))
+            return segs[-1:]
         p = os.path.join(m.data_dir, "raft.mdb")
         return [p] if os.path.exists(p) else []
 
@@ -562,7 +568,8 @@ class Nemesis:
             size = _used_size(path)  # etcd preallocates WAL segments: only the written part
             if size == 0:
                 continue
-            lo = 8192 if size > 16384 else 0  # latch: past LMDB's two meta pages
+            # raft.mdb: past LMDB's two meta pages; a wal segment or etcd's WAL: anywhere
+            lo = 8192 if path.endswith("raft.mdb") and size > 16384 else 0
             # one bit in each of `bitflips` random 4 KiB pages (LMDB's page size): a page of
             # the live B-tree or of the newest entries is hit more often than not
             pages = list(range(lo // 4096, max(lo // 4096 + 1, size // 4096)))

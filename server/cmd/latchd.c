@@ -915,6 +915,8 @@ static int identity_start(struct latchd *d)
     char data_file[4096];
     snprintf(data_file, sizeof(data_file), "%s/raft.mdb", c->data_dir);
     bool has_data = access(data_file, F_OK) == 0;
+    snprintf(data_file, sizeof(data_file), "%s/wal", c->data_dir); /* the log (store_wal.h) */
+    has_data = has_data || access(data_file, F_OK) == 0;
     if (c->initial_cluster_state == LATCHD_CLUSTER_EXISTING && !has_data) {
         rc = join_query(d, &d->ident, err, sizeof(err));
         if (rc != 0) {

@@ -26,6 +26,7 @@
 #include "store.h"
 #include "store_fixture.h"
 #include "store_int.h"
+#include "store_wal.h"
 
 #define ENTRIES 8
 
@@ -150,6 +151,22 @@ static void test_state_skips_the_meta_sync_and_the_log_syncs_everything(void **s
 {
     struct dfx *f = *state;
     unsigned flags = 0;
+#ifdef LATCH_STORE_WAL
+    /* The log is the wal (store_wal.h): no raft.mdb; one fdatasync per synced append. */
+    assert_null(f->fx.s->raft.env);
+    assert_non_null(f->fx.s->wal);
+    reopen_synced(f);
+    assert_int_equal(mdb_env_get_flags(f->fx.s->state.env, &flags), 0);
+    assert_true((flags & MDB_NOMETASYNC) != 0);
+    assert_int_equal(flags & (MDB_NOSYNC | MDB_MAPASYNC | MDB_WRITEMAP), 0);
+    uint64_t syncs = store_wal_syncs(f->fx.s->wal);
+    uint8_t d[4] = {1, 2, 3, 4};
+    uint64_t next = store_log_last_index(f->fx.s) + 1;
+    struct store_entry e = {.term = 1, .index = next, .type = 1, .len = 4, .data = d};
+    struct store_hard_state hs = {.term = 1, .vote = 1, .commit = 0};
+    assert_int_equal(store_log_append(f->fx.s, &e, 1, &hs), 0);
+    assert_int_equal(store_wal_syncs(f->fx.s->wal) - syncs, 1);
+#else
     /* no_sync (tests, benchmarks): both files skip every sync, as before. */
     assert_int_equal(mdb_env_get_flags(f->fx.s->state.env, &flags), 0);
     assert_true((flags & MDB_NOSYNC) != 0);
@@ -162,6 +179,7 @@ static void test_state_skips_the_meta_sync_and_the_log_syncs_everything(void **s
     assert_int_equal(flags & (MDB_NOSYNC | MDB_MAPASYNC | MDB_WRITEMAP), 0);
     assert_int_equal(mdb_env_get_flags(f->fx.s->raft.env, &flags), 0);
     assert_int_equal(flags & (MDB_NOMETASYNC | MDB_NOSYNC | MDB_MAPASYNC | MDB_WRITEMAP), 0);
+#endif
 }
 
 /* The newest apply undone (what a power loss may do to state.mdb): the store opens at the

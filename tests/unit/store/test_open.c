@@ -244,6 +244,10 @@ static void test_open_refuses_foreign_lmdb_file(void **state)
     fx_setup(&f);
     close_store(&f);
     /* An LMDB file of someone else's: valid LMDB, no latch format record. */
+#ifdef LATCH_STORE_WAL
+    snprintf(path, sizeof(path), "%s/wal", f.dir); /* raft.mdb is what a conversion reads */
+    fx_rmrf(path);
+#endif
     snprintf(path, sizeof(path), "%s/raft.mdb", f.dir);
     unlink(path);
     snprintf(path, sizeof(path), "%s/raft.mdb-lock", f.dir);
@@ -265,6 +269,28 @@ static void test_open_refuses_foreign_lmdb_file(void **state)
     fx_rmrf(f.dir);
 }
 
+#ifdef LATCH_STORE_WAL
+/* The wal's format record (the head of its first segment) with a flipped bit. */
+static void test_open_refuses_corrupt_format_record(void **state)
+{
+    (void)state;
+    struct fx f;
+    char path[700];
+
+    fx_setup(&f);
+    close_store(&f);
+    snprintf(path, sizeof(path), "%s/wal/0000000000000001.seg", f.dir);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, 24), 1); /* the version, after the magic */
+    b ^= 0x40;
+    assert_int_equal(pwrite(fd, &b, 1, 24), 1);
+    close(fd);
+    expect_refused(&f, LATCH_ECORRUPT, "damaged");
+    fx_rmrf(f.dir);
+}
+#else
 static void test_open_refuses_corrupt_format_record(void **state)
 {
     (void)state;
@@ -296,6 +322,7 @@ static void test_open_refuses_corrupt_format_record(void **state)
     expect_refused(&f, LATCH_ECORRUPT, "checksum");
     fx_rmrf(f.dir);
 }
+#endif
 
 static void test_open_refuses_raft_file_without_state_file(void **state)
 {
@@ -320,9 +347,15 @@ static void test_open_refuses_state_with_data_but_no_raft_file(void **state)
     fx_setup(&f);
     assert_int_equal(fx_put(&f, "k", "v", 0), 0);
     close_store(&f);
+#ifdef LATCH_STORE_WAL
+    snprintf(path, sizeof(path), "%s/wal", f.dir);
+    fx_rmrf(path);
+    expect_refused(&f, LATCH_ECORRUPT, "wal: missing");
+#else
     snprintf(path, sizeof(path), "%s/raft.mdb", f.dir);
     assert_int_equal(unlink(path), 0);
     expect_refused(&f, LATCH_ECORRUPT, "raft.mdb");
+#endif
     fx_rmrf(f.dir);
 }
 
@@ -336,10 +369,19 @@ static void test_open_completes_interrupted_first_format(void **state)
 
     fx_setup(&f);
     close_store(&f);
+#ifdef LATCH_STORE_WAL
+    snprintf(path, sizeof(path), "%s/wal", f.dir);
+    fx_rmrf(path);
+    snprintf(path, sizeof(path), "%s/wal.new", f.dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/wal.new/0000000000000001.seg", f.dir);
+    write_file(path, "half", 4); /* a format cut short */
+#else
     snprintf(path, sizeof(path), "%s/raft.mdb", f.dir);
     assert_int_equal(unlink(path), 0);
     snprintf(path, sizeof(path), "%s/raft.mdb.init", f.dir);
     write_file(path, "half", 4); /* a format cut short */
+#endif
     fx_reopen(&f);
     assert_int_equal(fx_rev(&f), 1);
     assert_int_equal(fx_put(&f, "k", "v", 0), 0);

@@ -22,6 +22,7 @@
 
 #include "latch_error.h"
 #include "store_fixture.h"
+#include "store_wal.h"
 
 #define B(s) ((const uint8_t *)(s))
 #define L(s) ((uint32_t)strlen(s))
@@ -315,6 +316,31 @@ static bool file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+#ifdef LATCH_STORE_WAL
+/* The wal of the closed store in dir, opened directly (store_wal.h). */
+static struct store_wal *wal_of(const char *dir)
+{
+    char path[1024], err[256];
+    struct store_wal *w = NULL;
+    snprintf(path, sizeof(path), "%s/wal", dir);
+    struct store_wal_options o = {.dir = path, .no_sync = true};
+    int rc = store_wal_open(&o, &w, err, sizeof(err));
+    if (rc != 0) {
+        fail_msg("store_wal_open: %s", err);
+    }
+    return w;
+}
+
+/* Whether the wal in dir (closed) holds the "installing" mark of an unfinished install. */
+static bool install_mark_present(const char *dir)
+{
+    struct store_wal *w = wal_of(dir);
+    uint64_t index, term;
+    bool set = store_wal_install_marked(w, &index, &term);
+    store_wal_close(w);
+    return set;
+}
+#else
 /* Whether raft.mdb in dir (closed) holds the "installing" mark of an unfinished install. */
 static bool install_mark_present(const char *dir)
 {
@@ -337,6 +363,7 @@ static bool install_mark_present(const char *dir)
     assert_true(rc == 0 || rc == MDB_NOTFOUND);
     return rc == 0;
 }
+#endif
 
 /* ---------------------------------------------------------------------------------- */
 /* Tests                                                                              */
@@ -792,6 +819,16 @@ static void test_snapshot_writer_abort_leaves_nothing_behind(void **state)
     fx_teardown(&a);
 }
 
+#ifdef LATCH_STORE_WAL
+/* Writes the "installing" mark for m as store__install_mark does, into the closed store's
+ * wal. */
+static void install_mark_write(const char *dir, const struct store_snap_meta *m)
+{
+    struct store_wal *w = wal_of(dir);
+    assert_int_equal(store_wal_install_mark(w, m), 0);
+    store_wal_close(w);
+}
+#else
 /* Writes raft.mdb's "installing" mark for m as store__install_mark does (raw LMDB). */
 static void install_mark_write(const char *dir, const struct store_snap_meta *m)
 {
@@ -817,6 +854,7 @@ static void install_mark_write(const char *dir, const struct store_snap_meta *m)
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
 }
+#endif
 
 /* Leaves b's dir as a crash during an install of buf would: the mark written, and the
  * received state either renamed over state.mdb or still in state.mdb.new. */
