@@ -177,10 +177,11 @@ int latch__queue_prefix(
         *why = election ? "election name is too long" : "lock name is too long";
         return LATCH_EINVAL;
     }
-    /* protobuf-c strings end at the first NUL; a name with one arrives cut, never mixed */
+    /* protobuf-c strings end at the first NUL; a name with one arrives cut, never mixed.
+     * The NUL that ends the name keeps "a"'s queue range off "a/b"'s (svc_latch_int.h). */
     memcpy(buf, pfx, pfx_len);
     memcpy(buf + pfx_len, name, n);
-    buf[pfx_len + n] = '/';
+    buf[pfx_len + n] = '\0';
     *len = pfx_len + n + 1u;
     LATCH_ASSERT(*len <= LATCH__QUEUE_MAX);
     return 0;
@@ -243,7 +244,7 @@ int latch__fence_compare(const Latch__V1__Fence *f,
         return LATCH_EINVAL;
     }
     memcpy(end_buf, buf, len);
-    end_buf[len - 1] = '/' + 1; /* the prefix ends with '/': [prefix, prefix_end) */
+    end_buf[len - 1] = 1; /* the prefix ends with the name's NUL: [prefix, prefix_end) */
     *out = (struct store_compare){
         .target = STORE_CMP_FENCE,
         .result = STORE_CMP_EQUAL,

@@ -6,8 +6,12 @@
  * with a NUL byte, which no path can (store_path_valid) and the etcd API may read but not
  * write (srv_kv refuses it):
  *
- *   queue(lock L)      = "\0lock/"  L "/"       one entry per acquirer:
- *   queue(election E)  = "\0elect/" E "/"       queue + kind + session as %016llx
+ *   queue(lock L)      = "\0lock/"  L "\0"      one entry per acquirer:
+ *   queue(election E)  = "\0elect/" E "\0"      queue + kind + session as %016llx
+ *
+ * The name ends with a NUL byte, which no name can hold, so the range of one queue,
+ * [queue, queue with its last byte raised to 1), never holds another's entries: with '/'
+ * as the end, lock "a"'s range would also hold the entries of lock "a/b".
  *
  * where kind is one byte, LATCH__KIND_EXCLUSIVE ('w') or LATCH__KIND_SHARED ('r'), and the
  * entry is attached to the session's lease. Entries are ordered by create revision; a

@@ -180,12 +180,12 @@ static void put_le64(uint8_t *p, uint64_t v)
     }
 }
 
-/* The end of a queue's range: the prefix with its final '/' raised to '0'. */
+/* The end of a queue's range: the prefix with its final NUL (the name's end) raised to 1. */
 static void prefix_end(const uint8_t *prefix, size_t len, uint8_t *end)
 {
-    LATCH_ASSERT(len > 0 && prefix[len - 1] == '/');
+    LATCH_ASSERT(len > 0 && prefix[len - 1] == '\0');
     memcpy(end, prefix, len);
-    end[len - 1] = '0';
+    end[len - 1] = 1;
 }
 
 static bool entry_shared(const uint8_t *key, size_t key_len, size_t prefix_len)
@@ -207,7 +207,7 @@ static size_t entry_prefix_len(const uint8_t *key, size_t key_len)
         return 0;
     }
     size_t len = key_len - 17;
-    return key[len - 1] == '/' ? len : 0;
+    return key[len - 1] == '\0' ? len : 0;
 }
 
 /* ---- reading a queue ------------------------------------------------------------------ */

@@ -228,6 +228,20 @@ def main():
         check("etcd view: the same node, version and revision", kv.get("version") == 3 and
               kv.get("mod_revision") == mrev, doc)
 
+        # ---- a lock whose name is another's prefix ("nest" and "nest/sub") is independent
+        inner = s.Acquire(lock="nest/sub", session=sess).token
+        outer = s.Acquire(lock="nest", session=sess).token
+        check("nested names: both granted, the inner one first", 0 < inner < outer)
+        r = s.Set(path="/app", value=b"nested", fence=pb.Fence(lock="nest", token=outer))
+        check("nested names: a fence on \"nest\" ignores \"nest/sub\"'s older entry",
+              r.stat.version > 0)
+        c1 = s.CheckFence(fence=pb.Fence(lock="nest", token=outer))
+        c2 = s.CheckFence(fence=pb.Fence(lock="nest/sub", token=inner))
+        check("nested names: CheckFence current on both", c1.current and c2.current, (c1, c2))
+        s.Release(lock="nest", token=outer)
+        s.Release(lock="nest/sub", token=inner)
+        s.Set(path="/app", value=b"cfg3")
+
         # ---- sequential names across a leader kill
         seqs = [s.Create(path="/seq/n-", sequential=True, make_parents=(i == 0)).path
                 for i in range(5)]
