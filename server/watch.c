@@ -691,7 +691,11 @@ void srv_watch_hub_applied(void *hub, int64_t revision)
     struct srv_watch_hub *h = hub;
     (void)revision; /* a pass reads the revision from the store itself */
     if (h->watchers_count > 0) {
-        schedule_pass(h);
+        /* At once, not from the 0 ms timer: the node's next ready cannot begin before this
+         * hook returns, so a watcher that is caught up reads this batch's events before a
+         * compaction in a later batch can drop them (etcd's synced watchers are never
+         * cancelled by a compaction). What is left over continues from the timer. */
+        pass_run(h);
     }
 }
 
