@@ -784,7 +784,37 @@ static void pump(struct srv_node *n)
 /* The storage thread                                                                 */
 /* ---------------------------------------------------------------------------------- */
 
-static void work_run(struct store *s, struct node_work *w)
+/* The index of the first compaction among items that has items before it; 0 when none. */
+static size_t compact_split(const struct node_work *w)
+{
+    for (size_t i = 1; i < w->items_count; i++) {
+        const struct store_apply_item *it = &w->items[i];
+        if (it->kind == STORE_ITEM_CMD &&
+            store_cmd_type_of(it->data, it->len) == STORE_CMD_COMPACT) {
+            return i;
+        }
+    }
+    return 0;
+}
+
+/* Storage thread: hands the loop thread the revision the items before a compaction reached
+ * and waits until before_compact ran there (on_work_done), or the node stops. */
+static void mid_handoff(struct srv_node *n, int64_t revision)
+{
+    pthread_mutex_lock(&n->mu);
+    n->mid_rev = revision;
+    n->mid_pending = true;
+    pthread_mutex_unlock(&n->mu);
+    uv_async_send(&n->async);
+    pthread_mutex_lock(&n->mu);
+    while (n->mid_pending && !n->stop) {
+        pthread_cond_wait(&n->cv, &n->mu);
+    }
+    n->mid_pending = false;
+    pthread_mutex_unlock(&n->mu);
+}
+
+static void work_run(struct srv_node *n, struct store *s, struct node_work *w)
 {
     w->append_rc = 0;
     w->apply_rc = 0;
@@ -800,8 +830,19 @@ static void work_run(struct store *s, struct node_work *w)
     }
     if (w->append_rc == 0 && w->items_count > 0) {
         latch_arena_reset(&w->out);
+        size_t k = n->cfg.before_compact != NULL ? compact_split(w) : 0;
         uint64_t t0 = uv_hrtime();
-        w->apply_rc = store_apply(s, w->items, w->items_count, &w->out, w->results);
+        if (k > 0) {
+            /* Two applies, with the loop's before_compact between them (node.h). */
+            w->apply_rc = store_apply(s, w->items, k, &w->out, w->results);
+            if (w->apply_rc == 0) {
+                mid_handoff(n, w->results[k - 1].revision);
+                w->apply_rc =
+                    store_apply(s, w->items + k, w->items_count - k, &w->out, w->results + k);
+            }
+        } else {
+            w->apply_rc = store_apply(s, w->items, w->items_count, &w->out, w->results);
+        }
         w->apply_ns = uv_hrtime() - t0 + 1;
     }
     node__work_snapshot(s, w);
@@ -822,7 +863,7 @@ static void *thread_main(void *arg)
         n->posted = false;
         pthread_mutex_unlock(&n->mu);
 
-        work_run(n->store, &n->work);
+        work_run(n, n->store, &n->work);
 
         pthread_mutex_lock(&n->mu);
         n->done = true;
@@ -984,6 +1025,21 @@ static void on_work_done(uv_async_t *a)
 {
     struct srv_node *n = a->data;
     node__snap_thread_poll(n); /* the snapshot thread shares the handle */
+    pthread_mutex_lock(&n->mu);
+    bool mid = n->mid_pending;
+    int64_t mid_rev = n->mid_rev;
+    pthread_mutex_unlock(&n->mu);
+    if (mid) {
+        /* The storage thread stopped before a compaction (work_run): let the watchers read,
+         * then let it go on. Released also while closing, or it would never finish. */
+        if (n->state == NODE_RUNNING && n->cfg.before_compact != NULL) {
+            n->cfg.before_compact(n->cfg.data, mid_rev);
+        }
+        pthread_mutex_lock(&n->mu);
+        n->mid_pending = false;
+        pthread_cond_broadcast(&n->cv);
+        pthread_mutex_unlock(&n->mu);
+    }
     pthread_mutex_lock(&n->mu);
     bool done = n->done;
     n->done = false;

@@ -204,6 +204,14 @@ struct srv_node_config {
     srv_node_leader_fn leader;   /* may be NULL */
     srv_node_applied_fn applied; /* may be NULL */
     srv_node_io_fn io;           /* may be NULL */
+    /*
+     * May be NULL. When an apply batch holds a compaction after other entries, the storage
+     * thread applies the entries before it, then stops until this has run on the loop thread
+     * with the revision they reached, then applies the rest: a watch hub reads their events
+     * here, before the compaction may drop them (etcd's synced watchers never miss events to
+     * a compaction). Mid-ready: read the store only; no proposals, no srv_node_close().
+     */
+    srv_node_applied_fn before_compact;
 
     /* Attributes of the initial voters (name, peer URLs from --initial-cluster), in the order
      * of initial_voters, recorded with the bootstrap membership; borrowed for srv_node_new.

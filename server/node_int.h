@@ -220,6 +220,8 @@ struct srv_node {
     pthread_cond_t cv;
     bool posted;
     bool done;
+    bool mid_pending; /* the storage thread waits for before_compact (node.c work_run) */
+    int64_t mid_rev;
     bool stop;
     struct node_work work;
 

@@ -684,6 +684,10 @@ struct store_cmd {
     } u;
 };
 
+/* The type (enum store_cmd_type) of an encoded command without decoding it; 0 when buf is
+ * too short to hold one. */
+uint32_t store_cmd_type_of(const uint8_t *buf, size_t len);
+
 /* Bytes store_cmd_encode() writes for c. */
 size_t store_cmd_size(const struct store_cmd *c);
 

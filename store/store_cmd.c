@@ -331,6 +331,11 @@ static int wr_cmd(struct store__wr *w, const struct store_cmd *c)
     }
 }
 
+uint32_t store_cmd_type_of(const uint8_t *buf, size_t len)
+{
+    return buf != NULL && len >= 2 ? buf[1] : 0; /* version u8, type u8 */
+}
+
 size_t store_cmd_size(const struct store_cmd *c)
 {
     struct store__wr w = {.buf = NULL, .cap = 0, .pos = 0};

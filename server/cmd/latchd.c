@@ -179,6 +179,16 @@ static void node_applied(void *data, int64_t revision)
     srv_latch_applied(d->latch, revision); /* latch.v1's lock waiters and observers */
 }
 
+/* Mid-apply, before a compaction applied with the entries before it: the watchers read
+ * their events first (node.h before_compact). */
+static void node_before_compact(void *data, int64_t revision)
+{
+    struct latchd *d = data;
+    if (d->watch != NULL) {
+        srv_watch_hub_applied(d->watch, revision);
+    }
+}
+
 static void peer_deliver(void *data, const struct raft_msg *m)
 {
     struct latchd *d = data;
@@ -1051,6 +1061,7 @@ static int start(struct latchd *d)
     nc.send = node_send;
     nc.leader = node_leader;
     nc.applied = node_applied;
+    nc.before_compact = node_before_compact;
     nc.io = node_io;
     char err[256];
     rc = srv_node_new(&d->loop, &nc, &d->node, err, sizeof(err));

@@ -63,6 +63,11 @@ struct tnode {
     unsigned io_calls;      /* the io hook's calls, and how many timed an append / apply */
     unsigned io_appends;
     unsigned io_applies;
+    unsigned before_compact_calls; /* the before_compact hook's calls, its last revision */
+    int64_t before_compact_rev;
+    int64_t history_from;  /* > 0: the hook reads history from here ... */
+    size_t history_events; /* ... and records how many events it got, */
+    int history_rc;        /* and store_history's return */
 };
 
 struct tmsg {
@@ -224,6 +229,24 @@ static void applied_cb(void *data, int64_t revision)
     tn->applied_calls++;
 }
 
+static void before_compact_cb(void *data, int64_t revision)
+{
+    struct tnode *tn = data;
+    tn->before_compact_calls++;
+    tn->before_compact_rev = revision;
+    if (tn->history_from > 0) {
+        struct latch_arena a;
+        latch_arena_init(&a, 0);
+        struct store_history_req q = {
+            .start_revision = tn->history_from, .max_events = 1000, .max_bytes = 1u << 20};
+        struct store_event *ev = NULL;
+        int64_t next = 0;
+        tn->history_rc =
+            store_history(srv_node_reader(tn->node), &q, &a, &ev, &tn->history_events, &next);
+        latch_arena_close(&a);
+    }
+}
+
 static void io_cb(void *data, const struct srv_node_io *io)
 {
     struct tnode *tn = data;
@@ -264,6 +287,7 @@ static void node_open(struct tnet *net, raft_id id)
     cfg.leader = leader_cb;
     cfg.applied = applied_cb;
     cfg.io = io_cb;
+    cfg.before_compact = before_compact_cb;
     int rv = srv_node_new(&net->loop, &cfg, &tn->node, err, sizeof(err));
     if (rv != 0) {
         fail_msg("srv_node_new(%llu): %s: %s", (unsigned long long)id, latch_error_name(rv), err);
@@ -1202,6 +1226,67 @@ static void test_applied_hook_reports_increasing_revisions(void **state)
     assert_false(tn->applied_decreased);
 }
 
+/* A compaction applied in the same batch as the writes before it: the storage thread stops
+ * between them and the before_compact hook reads those writes' history (a watch hub's need),
+ * which the compaction then drops. */
+static void test_before_compact_sees_the_batch_history_the_compaction_drops(void **state)
+{
+    struct tnet *net = net_new(1);
+    *state = net;
+    node_open(net, 1);
+    wait_leader(net);
+    struct tnode *tn = &net->nodes[1];
+    int64_t first = revision_of(net, 1) + 1;
+    tn->history_from = first;
+    /* Five overwrites of one key and a compaction at the last one, proposed in one loop
+     * turn: one apply batch. */
+    struct tprop props[6];
+    for (int i = 0; i < 5; i++) {
+        char value[8];
+        snprintf(value, sizeof(value), "v%d", i);
+        propose_put(net, 1, "k", value, &props[i]);
+    }
+    struct store_cmd c = {.type = STORE_CMD_COMPACT};
+    c.u.compact.revision = first + 4;
+    uint8_t buf[64];
+    size_t len = 0;
+    assert_int_equal(store_cmd_encode(&c, buf, sizeof(buf), &len), 0);
+    memset(&props[5], 0, sizeof(props[5]));
+    assert_int_equal(srv_node_propose(tn->node, buf, len, propose_cb, &props[5]), 0);
+    struct tprops ps = {props, 6};
+    wait_for(net, pred_props_done, &ps, "five puts and a compaction");
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(props[i].err, 0);
+        assert_int_equal(props[i].res_err, 0);
+    }
+    assert_int_equal(tn->before_compact_calls, 1);
+    assert_int_equal(tn->before_compact_rev, first + 4);
+    assert_int_equal(tn->history_rc, 0);
+    assert_int_equal(tn->history_events, 5); /* every overwrite, before the compaction */
+    /* ... which the compaction then dropped. */
+    struct latch_arena a;
+    latch_arena_init(&a, 0);
+    struct store_history_req q = {
+        .start_revision = first, .max_events = 1000, .max_bytes = 1u << 20};
+    struct store_event *ev = NULL;
+    size_t n = 0;
+    int64_t next = 0;
+    assert_int_equal(store_history(srv_node_reader(tn->node), &q, &a, &ev, &n, &next),
+                     LATCH_ECOMPACTED);
+    latch_arena_close(&a);
+    /* A compaction alone (first in its batch) needs no stop. */
+    tn->history_from = 0;
+    unsigned calls = tn->before_compact_calls;
+    put_ok(net, 1, "k", "w");
+    c.u.compact.revision = revision_of(net, 1);
+    assert_int_equal(store_cmd_encode(&c, buf, sizeof(buf), &len), 0);
+    memset(&props[0], 0, sizeof(props[0]));
+    assert_int_equal(srv_node_propose(tn->node, buf, len, propose_cb, &props[0]), 0);
+    wait_for(net, pred_prop_done, &props[0], "a compaction alone");
+    assert_int_equal(props[0].err, 0);
+    assert_int_equal(tn->before_compact_calls, calls);
+}
+
 /* /metrics: the storage thread's timings come back with each work item (the io hook, on
  * the loop thread), and the node counts its proposals' outcomes. */
 static void test_io_hook_times_appends_and_applies_and_proposals_are_counted(void **state)
@@ -1601,6 +1686,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conf_record_round_trips_and_rejects_damage, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_new_refuses_bad_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_before_compact_sees_the_batch_history_the_compaction_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_single_node_leads_and_acknowledges_puts_in_order,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_data_and_applies_committed_entries_once,
