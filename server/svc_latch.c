@@ -135,14 +135,6 @@ void latch__fail(struct api_call *call, int err, const char *detail)
     api_call_fail(call, status, msg);
 }
 
-ProtobufCMessage *latch__unpack(struct api_call *call,
-                                const ProtobufCMessageDescriptor *desc,
-                                const uint8_t *req,
-                                size_t len)
-{
-    return api_call_unpack(call, desc, req, len);
-}
-
 int latch__read_point(struct srv_latch *l, bool serializable, srv_node_read_cb cb, void *data)
 {
     if (serializable) {
@@ -185,6 +177,14 @@ int latch__queue_prefix(
     *len = pfx_len + n + 1u;
     LATCH_ASSERT(*len <= LATCH__QUEUE_MAX);
     return 0;
+}
+
+void latch__queue_end(const uint8_t *prefix, size_t prefix_len, uint8_t *end)
+{
+    LATCH_ASSERT(prefix_len > 0 && prefix_len <= LATCH__QUEUE_MAX &&
+                 prefix[prefix_len - 1] == '\0');
+    memcpy(end, prefix, prefix_len);
+    end[prefix_len - 1] = 1;
 }
 
 size_t latch__entry_key(
@@ -243,8 +243,7 @@ int latch__fence_compare(const Latch__V1__Fence *f,
         *why = "fence token must be positive";
         return LATCH_EINVAL;
     }
-    memcpy(end_buf, buf, len);
-    end_buf[len - 1] = 1; /* the prefix ends with the name's NUL: [prefix, prefix_end) */
+    latch__queue_end(buf, len, end_buf);
     *out = (struct store_compare){
         .target = STORE_CMP_FENCE,
         .result = STORE_CMP_EQUAL,
@@ -263,9 +262,7 @@ int latch__current_token(
     struct srv_latch *l, const uint8_t *prefix, size_t prefix_len, int64_t *token, bool *tombstone)
 {
     uint8_t end[LATCH__QUEUE_MAX];
-    LATCH_ASSERT(prefix_len > 0 && prefix_len <= LATCH__QUEUE_MAX);
-    memcpy(end, prefix, prefix_len);
-    end[prefix_len - 1] = (uint8_t)(end[prefix_len - 1] + 1);
+    latch__queue_end(prefix, prefix_len, end);
     struct store_range_req q = {
         .key = prefix,
         .range_end = end,
@@ -377,7 +374,7 @@ static void m_session_open(void *data, struct api_call *call, const uint8_t *req
 {
     struct srv_latch *l = data;
     ProtobufCMessage *m =
-        latch__unpack(call, &latch__v1__session_open_request__descriptor, req, len);
+        api_call_unpack(call, &latch__v1__session_open_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -402,7 +399,7 @@ static void m_session_open(void *data, struct api_call *call, const uint8_t *req
 static void m_session_close(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
     ProtobufCMessage *m =
-        latch__unpack(call, &latch__v1__session_close_request__descriptor, req, len);
+        api_call_unpack(call, &latch__v1__session_close_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -613,7 +610,7 @@ static void read_start(struct srv_latch *l,
                        const uint8_t *req,
                        size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, desc, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, desc, req, len);
     if (m == NULL) {
         return;
     }
@@ -990,7 +987,7 @@ static struct tree_wait *tree_wait_new(
 
 static void m_create(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__create_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__create_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1010,7 +1007,7 @@ static void m_create(void *data, struct api_call *call, const uint8_t *req, size
 
 static void m_set(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__set_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__set_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1024,7 +1021,7 @@ static void m_set(void *data, struct api_call *call, const uint8_t *req, size_t 
 
 static void m_delete(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__delete_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__delete_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1038,7 +1035,7 @@ static void m_delete(void *data, struct api_call *call, const uint8_t *req, size
 
 static void m_multi(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__multi_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__multi_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }

@@ -75,15 +75,6 @@ int latch__status(int err, const char *detail, char *msg, size_t cap);
 void latch__fail(struct api_call *call, int err, const char *detail);
 
 /*
- * Unpacks req as desc on call; on failure the call was already failed (INTERNAL, as
- * api_call_unpack does) and NULL is returned.
- */
-ProtobufCMessage *latch__unpack(struct api_call *call,
-                                const ProtobufCMessageDescriptor *desc,
-                                const uint8_t *req,
-                                size_t len);
-
-/*
  * A read point: serializable → cb(data, 0) at once, from inside this call; else the node's
  * ReadIndex (srv_node_read_index's contract). Returns 0 or the node's errors (cb not run).
  */
@@ -102,6 +93,10 @@ int latch__propose(struct srv_latch *l,
  */
 int latch__queue_prefix(
     const char *name, bool election, uint8_t *buf, size_t *len, const char **why);
+
+/* The end of the queue range under prefix (a latch__queue_prefix: it ends with the name's
+ * NUL) into end (prefix_len bytes): the prefix with that NUL raised to 1. */
+void latch__queue_end(const uint8_t *prefix, size_t prefix_len, uint8_t *end);
 
 /* An entry key: prefix + kind + session as 16 hex digits, into buf (LATCH__ENTRY_MAX bytes);
  * returns its length. */

@@ -180,14 +180,6 @@ static void put_le64(uint8_t *p, uint64_t v)
     }
 }
 
-/* The end of a queue's range: the prefix with its final NUL (the name's end) raised to 1. */
-static void prefix_end(const uint8_t *prefix, size_t len, uint8_t *end)
-{
-    LATCH_ASSERT(len > 0 && prefix[len - 1] == '\0');
-    memcpy(end, prefix, len);
-    end[len - 1] = 1;
-}
-
 static bool entry_shared(const uint8_t *key, size_t key_len, size_t prefix_len)
 {
     return key_len > prefix_len && key[prefix_len] == LATCH__KIND_SHARED;
@@ -235,7 +227,7 @@ static int view_read(struct latch__locks *ls,
                      struct lk_view *v)
 {
     uint8_t end[LATCH__QUEUE_MAX];
-    prefix_end(prefix, prefix_len, end);
+    latch__queue_end(prefix, prefix_len, end);
     struct store_range_req q = {.key = prefix,
                                 .key_len = (uint32_t)prefix_len,
                                 .range_end = end,
@@ -735,7 +727,7 @@ static uint64_t wait_deadline(struct latch__locks *ls, struct api_call *call)
 static void m_acquire(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
     struct srv_latch *l = data;
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__acquire_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__acquire_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -762,7 +754,7 @@ static void m_acquire(void *data, struct api_call *call, const uint8_t *req, siz
 static void m_campaign(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
     struct srv_latch *l = data;
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__campaign_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__campaign_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -827,7 +819,7 @@ static void release_read_done(struct latch__locks *ls, struct lk_op *op)
     latch_arena_close(&a);
 
     uint8_t end[LATCH__QUEUE_MAX];
-    prefix_end(op->prefix, op->prefix_len, end);
+    latch__queue_end(op->prefix, op->prefix_len, end);
     static const uint8_t shared_marker[1] = {LATCH__KIND_SHARED};
     struct store_compare cmp[2] = {
         {.target = STORE_CMP_CREATE,
@@ -908,7 +900,7 @@ static void release_start(struct srv_latch *l,
 
 static void m_release(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__release_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__release_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -919,7 +911,7 @@ static void m_release(void *data, struct api_call *call, const uint8_t *req, siz
 
 static void m_resign(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__resign_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__resign_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -930,7 +922,7 @@ static void m_resign(void *data, struct api_call *call, const uint8_t *req, size
 
 static void m_proclaim(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__proclaim_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__proclaim_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1121,7 +1113,7 @@ static void read_start(struct srv_latch *l,
 
 static void m_holder(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__holder_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__holder_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1132,7 +1124,7 @@ static void m_holder(void *data, struct api_call *call, const uint8_t *req, size
 
 static void m_waiters(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__waiters_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__waiters_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1144,7 +1136,7 @@ static void m_waiters(void *data, struct api_call *call, const uint8_t *req, siz
 static void m_check_fence(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
     ProtobufCMessage *m =
-        latch__unpack(call, &latch__v1__check_fence_request__descriptor, req, len);
+        api_call_unpack(call, &latch__v1__check_fence_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1160,7 +1152,7 @@ static void m_check_fence(void *data, struct api_call *call, const uint8_t *req,
 
 static void m_leader(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__leader_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__leader_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1237,7 +1229,7 @@ static bool obs_feed(struct lk_obs *o)
     latch_arena_init(&a, 0);
     int rc = 0;
     uint8_t end[LATCH__QUEUE_MAX];
-    prefix_end(o->prefix, o->prefix_len, end);
+    latch__queue_end(o->prefix, o->prefix_len, end);
     while (rc == 0 && !o->paused) {
         latch_arena_reset(&a);
         struct lk_view v;
@@ -1354,7 +1346,7 @@ static void m_observe(void *data, struct api_call *call, const uint8_t *req, siz
 {
     struct srv_latch *l = data;
     struct latch__locks *ls = l->locks;
-    ProtobufCMessage *m = latch__unpack(call, &latch__v1__observe_request__descriptor, req, len);
+    ProtobufCMessage *m = api_call_unpack(call, &latch__v1__observe_request__descriptor, req, len);
     if (m == NULL) {
         return;
     }
@@ -1573,7 +1565,7 @@ static void lk_expiring(void *data, int64_t id)
         if (end == NULL || cmp == NULL || put == NULL || t == NULL) {
             break;
         }
-        prefix_end(k->key, plen, end);
+        latch__queue_end(k->key, plen, end);
         cmp[0] = (struct store_compare){.target = STORE_CMP_LEASE,
                                         .result = STORE_CMP_EQUAL,
                                         .key = k->key,

@@ -274,7 +274,7 @@ static int sink_send(void *data, const Etcdserverpb__WatchResponse *resp, bool *
 static void watch_handler(void *data, struct api_call *call, const uint8_t *req, size_t len)
 {
     struct srv_latch *l = data;
-    Latch__V1__WatchRequest *wr = (Latch__V1__WatchRequest *)latch__unpack(
+    Latch__V1__WatchRequest *wr = (Latch__V1__WatchRequest *)api_call_unpack(
         call, &latch__v1__watch_request__descriptor, req, len);
     if (wr == NULL) {
         return;
